@@ -1,0 +1,340 @@
+"""Configuration: TOML file < environment (BMSGW_<SECTION>__<KEY>) < CLI flags, validated by pydantic."""
+
+from __future__ import annotations
+
+import enum
+import tomllib
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, EnvSettingsSource, SettingsConfigDict
+
+from bmsgw.model import Chemistry
+
+__all__ = [
+    "CanSection",
+    "ConfigError",
+    "GatewaySection",
+    "LimitsSection",
+    "OutputConfig",
+    "PackConfig",
+    "Settings",
+    "Source",
+    "flatten",
+    "load_settings",
+]
+
+PACK_SOURCES = ("can",)
+
+
+class ConfigError(Exception):
+    """Invalid configuration; `problems` holds one line per bad key."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+class Source(enum.StrEnum):
+    """Where an effective configuration value came from."""
+
+    DEFAULT = "default"
+    FILE = "file"
+    ENV = "env"
+    CLI = "cli"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class GatewaySection(_Section):
+    """[gateway]: identity, state and freshness."""
+
+    name: str = Field("bmsgw", min_length=1, max_length=64)
+    state_dir: Path = Path("/var/lib/bmsgw")
+    stale_after_s: float = Field(5.0, gt=0, le=600)
+    recovery_ramp_s: float = Field(60.0, ge=0, le=3600)
+    step_period_s: float = Field(0.25, gt=0, le=5)
+    sample_window_s: float = Field(1.0, gt=0, le=30)
+    frozen_after: int = Field(5, ge=2, le=1000)
+    log_format: Literal["auto", "json", "console"] = "auto"
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+
+class PackConfig(_Section):
+    """[[packs]]: one battery module/pack."""
+
+    id: str = Field(min_length=1, max_length=32)
+    source: str = "can"
+    cells: int = Field(16, ge=1, le=32)
+    sensors: int = Field(4, ge=1, le=12)
+    chemistry: Chemistry = Chemistry.LFP
+    capacity_ah: float = Field(100.0, gt=0, le=10000)
+    address: int = Field(0, ge=0, le=15)
+
+    @field_validator("source")
+    @classmethod
+    def _known_source(cls, v: str) -> str:
+        if v not in PACK_SOURCES:
+            raise ValueError(f"unknown source {v!r}; allowed: {', '.join(PACK_SOURCES)}")
+        return v
+
+
+class CanSection(_Section):
+    """[can]: the pack-side CAN bus (python-can interface name, channel, bitrate)."""
+
+    interface: str = "socketcan"
+    channel: str = "can0"
+    bitrate: int = Field(500_000, ge=10_000, le=1_000_000)
+
+
+class LimitsSection(_Section):
+    """[limits]: per-pack current limits and protection thresholds; None = chemistry default."""
+
+    max_charge_current_a: float = Field(100.0, ge=0, le=5000)
+    max_discharge_current_a: float = Field(100.0, ge=0, le=5000)
+    cell_v_max_alarm: float | None = Field(None, gt=0, lt=6)
+    cell_v_max_warn: float | None = Field(None, gt=0, lt=6)
+    cell_v_min_warn: float | None = Field(None, gt=0, lt=6)
+    cell_v_min_alarm: float | None = Field(None, gt=0, lt=6)
+    cell_v_hysteresis: float = Field(0.05, ge=0, le=1)
+    charge_voltage_cell_v: float | None = Field(None, gt=0, lt=6)
+    discharge_voltage_cell_v: float | None = Field(None, gt=0, lt=6)
+    charge_temp_min_c: float = Field(0.0, ge=-40, le=60)
+    charge_temp_max_c: float = Field(45.0, ge=-40, le=90)
+    discharge_temp_min_c: float = Field(-20.0, ge=-40, le=60)
+    discharge_temp_max_c: float = Field(55.0, ge=-40, le=90)
+    temp_warn_margin_c: float = Field(5.0, ge=0, le=30)
+    temp_hysteresis_c: float = Field(3.0, ge=0, le=30)
+    overcurrent_factor: float = Field(1.2, ge=1, le=10)
+    overcurrent_time_s: float = Field(2.0, ge=0, le=600)
+    debounce_s: float = Field(1.0, ge=0, le=600)
+    rest_current_a: float = Field(0.5, ge=0, le=100)
+    rest_time_s: float = Field(1800.0, ge=0, le=86400)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> LimitsSection:
+        v = [self.cell_v_min_alarm, self.cell_v_min_warn, self.cell_v_max_warn, self.cell_v_max_alarm]
+        given = [x for x in v if x is not None]
+        if given != sorted(given):
+            raise ValueError(
+                "cell voltage thresholds must satisfy cell_v_min_alarm < cell_v_min_warn "
+                "< cell_v_max_warn < cell_v_max_alarm"
+            )
+        if self.charge_temp_min_c >= self.charge_temp_max_c:
+            raise ValueError("charge_temp_min_c must be below charge_temp_max_c")
+        if self.discharge_temp_min_c >= self.discharge_temp_max_c:
+            raise ValueError("discharge_temp_min_c must be below discharge_temp_max_c")
+        return self
+
+
+class OutputConfig(_Section):
+    """[[outputs]]: one inverter-side protocol and its transport."""
+
+    protocol: str
+    interface: str = "socketcan"
+    channel: str = "can1"
+    bitrate: int = Field(500_000, ge=10_000, le=1_000_000)
+    log: Path | None = None
+    manufacturer: str = Field("PYLON", max_length=8)
+
+    @field_validator("protocol")
+    @classmethod
+    def _known_protocol(cls, v: str) -> str:
+        from bmsgw.inverter import CAN_CODECS
+
+        if v not in CAN_CODECS:
+            raise ValueError(f"unknown protocol {v!r}; allowed: {', '.join(CAN_CODECS)}")
+        return v
+
+    @field_validator("manufacturer")
+    @classmethod
+    def _ascii(cls, v: str) -> str:
+        if not v.isascii():
+            raise ValueError("manufacturer must be ASCII (at most 8 characters)")
+        return v
+
+
+def _default_packs() -> list[PackConfig]:
+    return [PackConfig(id="pack1")]
+
+
+class Settings(BaseSettings):
+    """The whole configuration."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="BMSGW_", env_nested_delimiter="__", extra="forbid", frozen=True
+    )
+
+    gateway: GatewaySection = GatewaySection()
+    packs: list[PackConfig] = Field(default_factory=_default_packs, min_length=1, max_length=16)
+    can: CanSection = CanSection()
+    limits: LimitsSection = LimitsSection()
+    outputs: list[OutputConfig] = Field(default_factory=list, max_length=8)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Settings:
+        ids = [p.id for p in self.packs]
+        if len(set(ids)) != len(ids):
+            raise ValueError(f"packs: ids must be unique, got {ids}")
+        addrs = [p.address for p in self.packs if p.source == "can"]
+        if len(set(addrs)) != len(addrs):
+            raise ValueError(f"packs: CAN packs need distinct address values, got {addrs}")
+        chems = {p.chemistry for p in self.packs}
+        if len(chems) > 1:
+            raise ValueError("packs: all packs must share one chemistry (lfp or nmc)")
+        return self
+
+    @property
+    def chemistry(self) -> Chemistry:
+        """The system chemistry (shared by every pack)."""
+        return self.packs[0].chemistry
+
+
+def load_settings(
+    path: Path | None = None,
+    cli: Mapping[str, Any] | None = None,
+    env: Mapping[str, str] | None = None,
+) -> tuple[Settings, dict[str, Source]]:
+    """Merge file < env < cli, validate, and return the settings with each leaf key's source."""
+    layers: list[tuple[Source, dict[str, Any]]] = []
+    if path is not None:
+        layers.append((Source.FILE, _read_toml(path)))
+    layers.append((Source.ENV, _read_env(env)))
+    if cli:
+        layers.append((Source.CLI, _nest(cli)))
+    merged: dict[str, Any] = {}
+    for _, layer in layers:
+        merged = _deep_merge(merged, layer)
+    try:
+        settings = Settings.model_validate(merged)
+    except ValidationError as exc:
+        raise ConfigError(_explain(exc, merged)) from None
+    origin: dict[str, Source] = {}
+    for key, _ in flatten(settings.model_dump(mode="json")):
+        origin[key] = Source.DEFAULT
+        for src, layer in layers:
+            if _has_path(layer, key):
+                origin[key] = src
+    return settings, origin
+
+
+def flatten(obj: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
+    """Yield (dotted.key, value) for every leaf; list items as key[i]."""
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            yield from flatten(v, f"{prefix}.{k}" if prefix else k)
+    elif isinstance(obj, list) and obj and all(isinstance(x, dict) for x in obj):
+        for i, v in enumerate(obj):
+            yield from flatten(v, f"{prefix}[{i}]")
+    else:
+        yield prefix, obj
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as f:
+            return tomllib.load(f)
+    except FileNotFoundError:
+        raise ConfigError([f"{path}: no such file"]) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([f"{path}: not valid TOML: {exc}"]) from None
+    except OSError as exc:
+        raise ConfigError([f"{path}: cannot read: {exc.strerror}"]) from None
+
+
+def _read_env(env: Mapping[str, str] | None) -> dict[str, Any]:
+    source = EnvSettingsSource(
+        Settings, env_prefix="BMSGW_", env_nested_delimiter="__", case_sensitive=False
+    )
+    if env is not None:
+        source.env_vars = {k.lower(): v for k, v in env.items()}
+    try:
+        return dict(source())
+    except Exception as exc:  # pydantic-settings raises SettingsError on undecodable JSON
+        raise ConfigError([f"environment: {exc}"]) from None
+
+
+def _nest(flat: Mapping[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for dotted, value in flat.items():
+        node = out
+        *parents, leaf = dotted.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = value
+    return out
+
+
+def _deep_merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in over.items():
+        if isinstance(v, Mapping) and isinstance(out.get(k), dict):
+            out[k] = _deep_merge(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+def _has_path(layer: Mapping[str, Any], dotted: str) -> bool:
+    node: Any = layer
+    for part in dotted.replace("[", ".[").split("."):
+        if part.startswith("["):
+            idx = int(part[1:-1])
+            if not isinstance(node, list) or idx >= len(node):
+                return False
+            node = node[idx]
+        elif isinstance(node, Mapping) and part in node:
+            node = node[part]
+        elif isinstance(node, list):
+            return True  # a whole list (e.g. packs) given by this layer
+        else:
+            return False
+    return True
+
+
+def _loc(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "(top level)"
+
+
+def _model_for(loc: tuple[int | str, ...]) -> type[BaseModel] | None:
+    model: type[BaseModel] = Settings
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        field = model.model_fields.get(str(part))
+        if field is None:
+            return None
+        ann = field.annotation
+        inner = getattr(ann, "__args__", (ann,))[0] if getattr(ann, "__origin__", None) is list else ann
+        if isinstance(inner, type) and issubclass(inner, BaseModel):
+            model = inner
+        else:
+            return None
+    return model
+
+
+def _explain(exc: ValidationError, data: Mapping[str, Any]) -> list[str]:
+    problems = []
+    for err in exc.errors():
+        loc = err["loc"]
+        where = _loc(loc)
+        if err["type"] == "extra_forbidden":
+            parent = _model_for(loc[:-1])
+            allowed = ", ".join(parent.model_fields) if parent else "see docs/configuration.md"
+            problems.append(f"{where}: unknown key; allowed keys here: {allowed}")
+            continue
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "missing":
+            problems.append(f"{where}: required key is missing")
+        elif loc:
+            problems.append(f"{where} = {err['input']!r}: {msg}")
+        else:
+            problems.append(f"{msg}")
+    return problems
