@@ -1,0 +1,292 @@
+"""Equivalent-circuit series pack (OCV + R0 + one RC branch + lumped thermal), vectorised over cells."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from bmsgw.core.chemistry import ChemistryProfile
+from bmsgw.core.chemistry import profile as chemistry_profile
+from bmsgw.model import F64, Chemistry
+
+__all__ = ["SimPack", "SimPackConfig", "SimReading"]
+
+THERMAL_MASS_J_PER_K_PER_AH = 20.0
+"""Default heat capacity per cell per Ah (~5.5 kg × 1 kJ/(kg·K) for a 280 Ah prismatic LFP cell)."""
+THERMAL_TAU_S = 3600.0
+"""Default cell-to-ambient thermal time constant; sets the default conductance from the mass."""
+
+
+@dataclass(frozen=True, slots=True)
+class SimPackConfig:
+    """Parameters of one simulated pack; spreads are drawn once per cell from `seed`.
+
+    `thermal_mass_j_per_k` / `thermal_conductance_w_per_k` are per cell; None picks a per-Ah default
+    (filled in at construction, so after __init__ they are always floats).
+    """
+
+    cells: int
+    chemistry: Chemistry
+    capacity_ah: float
+    sensors: int = 4
+    initial_soc: float = 0.5
+    capacity_spread: float = 0.03
+    soc_spread: float = 0.02
+    resistance_spread: float = 0.1
+    self_discharge_per_day: float = 0.0005
+    ambient_c: float = 25.0
+    seed: int = 0
+    rc_tau_s: float = 60.0
+    r1_fraction: float = 0.5
+    thermal_mass_j_per_k: float | None = None
+    thermal_conductance_w_per_k: float | None = None
+
+    def __post_init__(self) -> None:
+        checks = {
+            "cells": self.cells >= 1,
+            "capacity_ah": self.capacity_ah > 0,
+            "sensors": 1 <= self.sensors <= self.cells,
+            "initial_soc": 0.0 <= self.initial_soc <= 1.0,
+            "capacity_spread": 0.0 <= self.capacity_spread < 1.0,
+            "soc_spread": 0.0 <= self.soc_spread <= 1.0,
+            "resistance_spread": 0.0 <= self.resistance_spread < 1.0,
+            "self_discharge_per_day": self.self_discharge_per_day >= 0,
+            "seed": self.seed >= 0,
+            "rc_tau_s": self.rc_tau_s > 0,
+            "r1_fraction": self.r1_fraction > 0,
+            "thermal_mass_j_per_k": self.thermal_mass_j_per_k is None or self.thermal_mass_j_per_k > 0,
+            "thermal_conductance_w_per_k": (
+                self.thermal_conductance_w_per_k is None or self.thermal_conductance_w_per_k > 0
+            ),
+        }
+        for name, ok in checks.items():
+            if not ok:
+                raise ValueError(f"SimPackConfig.{name}: {getattr(self, name)!r} is out of range")
+        mass = self.thermal_mass_j_per_k or THERMAL_MASS_J_PER_K_PER_AH * self.capacity_ah
+        object.__setattr__(self, "thermal_mass_j_per_k", mass)
+        if self.thermal_conductance_w_per_k is None:
+            object.__setattr__(self, "thermal_conductance_w_per_k", mass / THERMAL_TAU_S)
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class SimReading:
+    """What the pack's sensors would report now, plus the hidden truth (arrays are read-only)."""
+
+    cell_v: F64
+    cell_t: F64
+    current: float
+    voltage: float
+    soc_true: F64
+    capacity_true: F64
+
+
+class SimPack:
+    """A series string of cells with per-cell capacity, SOC, R0 and temperature.
+
+    One RC branch per cell with the same τ, so its state is one filtered current i_rc and V1 = R1·i_rc
+    (R1 = r1_fraction·R0). step() only advances scalars; the per-cell arrays (SOC, temperature, R0) are
+    committed every COMMIT_S of simulated time (and before set_balance/set_ambient), and reading() adds
+    the not-yet-committed charge, so readings are exact and the trajectory depends only on the steps.
+    """
+
+    def __init__(self, config: SimPackConfig) -> None:
+        """Draw the per-cell spreads from `config.seed` and start at rest at ambient temperature."""
+        c = config
+        self.config = c
+        self.profile: ChemistryProfile = chemistry_profile(c.chemistry)
+        n = c.cells
+        rng = np.random.default_rng(c.seed)
+        self._capacity = c.capacity_ah * (1.0 + c.capacity_spread * rng.uniform(-1.0, 1.0, n))
+        self._capacity.flags.writeable = False
+        self._soc = np.clip(c.initial_soc + c.soc_spread * rng.uniform(-1.0, 1.0, n), 0.0, 1.0)
+        self._r0_25 = self.profile.r0_ohm_ah / self._capacity
+        self._r0_25 *= 1.0 + c.resistance_spread * rng.uniform(-1.0, 1.0, n)
+        self._self_discharge = (c.self_discharge_per_day / 86400.0) * (
+            1.0 + SELF_DISCHARGE_SPREAD * rng.uniform(-1.0, 1.0, n)
+        )
+        self._soc_per_as = 1.0 / (self._capacity * 3600.0)
+        self._drain = self._self_discharge.copy()  # SOC/s: self-discharge + balancing bleed
+        self._balance_mask = 0
+        self._bleed_a = 0.0
+        self._temp = np.full(n, c.ambient_c)
+        self._ambient = c.ambient_c
+        self._g = c.thermal_conductance_w_per_k or 0.0  # never None after SimPackConfig.__post_init__
+        self._mass = c.thermal_mass_j_per_k or 0.0
+        self._r1_fraction = c.r1_fraction
+        self._current = 0.0
+        self._i_rc = 0.0
+        self._dt = math.nan
+        self._decay_rc = 0.0
+        self._pending_s = 0.0  # not yet committed: elapsed time, charge (A·s), heat ∫(I² + k·i_rc²)dt
+        self._pending_as = 0.0
+        self._pending_heat = 0.0
+        p = self.profile
+        soc_pts = np.asarray(p.soc_points, dtype=np.float64)
+        ocv_pts = np.asarray(p.ocv_points, dtype=np.float64)
+        # Over-/under-charge: the state may leave [0, 1] by SOC_MARGIN, and the OCV is extended steeply
+        # (OVERCHARGE_V_PER_SOC) so protection sees the cell run away instead of a flat saturated curve.
+        self._soc_x = np.concatenate(([-SOC_MARGIN], soc_pts, [1.0 + SOC_MARGIN]))
+        self._ocv_y = np.concatenate(
+            (
+                [ocv_pts[0] - OVERCHARGE_V_PER_SOC * SOC_MARGIN],
+                ocv_pts,
+                [ocv_pts[-1] + OVERCHARGE_V_PER_SOC * SOC_MARGIN],
+            )
+        )
+        # Keep terminal voltages inside the physical range so the gateway sees an over-voltage alarm
+        # rather than an implausible (sensor-fault) reading.
+        self._v_lo = p.v_min_physical + PHYSICAL_MARGIN_V
+        self._v_hi = p.v_max_physical - PHYSICAL_MARGIN_V
+        self._sensor_w = np.zeros((c.sensors, n))
+        for k, group in enumerate(np.array_split(np.arange(n), c.sensors)):
+            self._sensor_w[k, group] = 1.0 / len(group)
+        self._r0 = self._r0_25
+        self._sensor_t = self._temp
+        self._update_temperature_derived()
+
+    def step(self, dt: float, current: float) -> None:
+        """Advance dt seconds with `current` (A, > 0 charging) through every cell, held constant over dt."""
+        if dt != self._dt:
+            if not dt >= 0:
+                raise ValueError(f"dt must be >= 0, got {dt}")
+            self._dt = dt
+            self._decay_rc = math.exp(-dt / self.config.rc_tau_s)
+        self._current = current
+        i_rc = self._i_rc * self._decay_rc + current * (1.0 - self._decay_rc)
+        self._i_rc = i_rc
+        self._pending_s += dt
+        self._pending_as += current * dt
+        self._pending_heat += (current * current + self._r1_fraction * i_rc * i_rc) * dt
+        if self._pending_s >= COMMIT_S - 1e-9:  # ten 0.1 s steps sum to 0.9999…
+            self._commit()
+
+    def reading(self) -> SimReading:
+        """Terminal voltages OCV(SOC) + I·R0 + V1, sensor temperatures (mean of each group) and the truth."""
+        soc = self._soc_state()
+        v = np.interp(soc, self._soc_x, self._ocv_y)
+        v += self._r0 * (self._current + self._r1_fraction * self._i_rc)
+        np.minimum(v, self._v_hi, out=v)
+        np.maximum(v, self._v_lo, out=v)
+        v.flags.writeable = False
+        soc_true = np.minimum(soc, 1.0)
+        np.maximum(soc_true, 0.0, out=soc_true)
+        soc_true.flags.writeable = False
+        return SimReading(
+            cell_v=v,
+            cell_t=self._sensor_t,
+            current=self._current,
+            voltage=float(v.sum()),
+            soc_true=soc_true,
+            capacity_true=self._capacity,
+        )
+
+    def set_balance(self, mask: int, bleed_current_a: float = 0.05) -> None:
+        """Bleed `bleed_current_a` from each cell whose bit is set in `mask` (bit i = cell i); 0 stops."""
+        n = self.config.cells
+        if not 0 <= mask < 1 << n:
+            raise ValueError(f"balance mask {mask:#x} has bits beyond {n} cells")
+        if bleed_current_a < 0:
+            raise ValueError(f"bleed_current_a must be >= 0, got {bleed_current_a}")
+        if mask == self._balance_mask and (mask == 0 or bleed_current_a == self._bleed_a):
+            return
+        self._commit()
+        self._balance_mask = mask
+        self._bleed_a = bleed_current_a
+        bits = (mask >> np.arange(n)) & 1
+        self._drain = self._self_discharge + bits * bleed_current_a * self._soc_per_as
+
+    def set_ambient(self, celsius: float) -> None:
+        """Change the ambient temperature the cells relax toward."""
+        self._commit()
+        self._ambient = celsius
+
+    @property
+    def balance_mask(self) -> int:
+        """Cells currently bleeding (bit i = cell i)."""
+        return self._balance_mask
+
+    @property
+    def soc_true(self) -> F64:
+        """True SOC per cell, within [0, 1] (a copy)."""
+        soc = np.minimum(self._soc_state(), 1.0)
+        return np.maximum(soc, 0.0, out=soc)
+
+    @property
+    def capacity_true(self) -> F64:
+        """True capacity per cell, Ah (read-only)."""
+        return self._capacity
+
+    @property
+    def r0_true(self) -> F64:
+        """True ohmic resistance per cell at its present temperature, Ω (a copy)."""
+        return self._r0.copy()
+
+    @property
+    def r0_25c(self) -> F64:
+        """True ohmic resistance per cell at 25 °C, Ω (a copy)."""
+        return self._r0_25.copy()
+
+    @property
+    def temperature_true(self) -> F64:
+        """True temperature per cell as of the last commit (at most COMMIT_S old), °C (a copy)."""
+        return self._temp.copy()
+
+    def _soc_state(self) -> F64:
+        """SOC state including uncommitted charge (self-discharge/bleed of < COMMIT_S left out)."""
+        if self._pending_as == 0.0:
+            return self._soc.copy()
+        soc = self._soc + self._soc_per_as * self._pending_as
+        np.minimum(soc, 1.0 + SOC_MARGIN, out=soc)
+        return np.maximum(soc, -SOC_MARGIN, out=soc)
+
+    def _commit(self) -> None:
+        """Fold the pending charge, drain and heat into the per-cell arrays."""
+        elapsed = self._pending_s
+        if elapsed <= 0.0:
+            return
+        soc = self._soc
+        soc += self._soc_per_as * self._pending_as
+        soc -= self._drain * elapsed
+        np.minimum(soc, 1.0 + SOC_MARGIN, out=soc)
+        np.maximum(soc, -SOC_MARGIN, out=soc)
+        # Exact solution of m dT/dt = R0·q - G (T - T_amb) with q (I² + k·i_rc²) at its mean over the
+        # interval; COMMIT_S is far below the thermal time constant, so the averaging is invisible.
+        decay = math.exp(-elapsed * self._g / self._mass)
+        heat = (1.0 - decay) * (self._pending_heat / elapsed) / self._g
+        temp = self._temp
+        temp *= decay
+        temp += self._r0 * heat
+        temp += (1.0 - decay) * self._ambient
+        self._pending_s = self._pending_as = self._pending_heat = 0.0
+        self._update_temperature_derived()
+
+    def _update_temperature_derived(self) -> None:
+        """R0(T) (Arrhenius, T clamped to [-40, 80] °C so it stays sane) and the sensor readings."""
+        x = np.maximum(self._temp, -40.0)
+        np.minimum(x, 80.0, out=x)
+        x += 273.15
+        np.reciprocal(x, out=x)
+        x -= _INV_T_REF
+        x *= _EA_OVER_R_K
+        np.exp(x, out=x)
+        x *= self._r0_25
+        self._r0 = x
+        sensor_t = self._sensor_w @ self._temp
+        sensor_t.flags.writeable = False
+        self._sensor_t = sensor_t
+
+
+COMMIT_S = 1.0
+"""Simulated time between commits of the per-cell state (SOC, temperature, R0)."""
+SOC_MARGIN = 0.2
+"""How far the charge state may run past empty/full (over-charge/-discharge) before it saturates."""
+OVERCHARGE_V_PER_SOC = 10.0
+"""OCV slope beyond full/empty: 1 V per 10 % of capacity."""
+PHYSICAL_MARGIN_V = 0.005
+SELF_DISCHARGE_SPREAD = 0.5
+"""Relative ± spread of the per-cell self-discharge rate."""
+_EA_OVER_R_K = 2400.0
+"""Arrhenius activation temperature of R0 (~20 kJ/mol): R0 roughly doubles from 25 °C to 0 °C."""
+_INV_T_REF = 1.0 / 298.15
