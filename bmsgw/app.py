@@ -1,0 +1,78 @@
+"""Gateway: wires sources, the pipeline and outputs into one asyncio.TaskGroup."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+
+from bmsgw.clock import Clock, MonotonicClock
+from bmsgw.config import Settings
+from bmsgw.log import get_logger
+from bmsgw.model import GatewayState, PackSample
+from bmsgw.outputs.can import CanOutput
+from bmsgw.pipeline import Pipeline
+from bmsgw.sources.can import CanPackSource
+
+__all__ = ["Gateway"]
+
+_log = get_logger(__name__)
+
+
+class Gateway:
+    """The running daemon: pack sources → pipeline → outputs, all on one event loop."""
+
+    def __init__(self, settings: Settings, clock: Clock | None = None, *, frame_timestamps: bool = False) -> None:
+        self.settings = settings
+        self.clock: Clock = clock or MonotonicClock()
+        self.pipeline = Pipeline(settings)
+        self.sources: list[CanPackSource] = []
+        if any(p.source == "can" for p in settings.packs):
+            self.sources.append(
+                CanPackSource(
+                    settings, self.clock, self.on_sample, self.state, frame_timestamps=frame_timestamps
+                )
+            )
+        self.outputs = [CanOutput(o, self.clock, self.state) for o in settings.outputs]
+        self._listeners: list[Callable[[GatewayState], None]] = []
+
+    def state(self) -> GatewayState:
+        """The newest published state."""
+        return self.pipeline.state
+
+    def on_state(self, listener: Callable[[GatewayState], None]) -> None:
+        """Call `listener` with every new state (must be quick and never raise)."""
+        self._listeners.append(listener)
+
+    def on_sample(self, sample: PackSample) -> None:
+        """A source completed a sample: run the core on it right away."""
+        if self.pipeline.submit(sample):
+            self._publish(self.pipeline.step(sample.t))
+
+    def tick(self) -> None:
+        """Periodic core step so staleness is noticed without new samples."""
+        self._publish(self.pipeline.step(self.clock.now()))
+
+    async def run(self, *extra: Callable[[], Awaitable[None]], duration: float | None = None) -> None:
+        """Run until cancelled, or for `duration` clock seconds; `extra` coroutines run alongside."""
+        self.tick()
+        async with asyncio.TaskGroup() as tg:
+            tasks = [tg.create_task(s.run()) for s in self.sources]
+            tasks += [tg.create_task(o.run()) for o in self.outputs]
+            tasks += [tg.create_task(fn()) for fn in extra]
+            tasks.append(tg.create_task(self._ticker()))
+            if duration is not None:
+                end = self.clock.now() + duration
+                while (left := end - self.clock.now()) > 0:
+                    await asyncio.sleep(min(left / self.clock.speed, 0.5))
+                for task in tasks:
+                    task.cancel()
+
+    async def _ticker(self) -> None:
+        period = self.settings.gateway.step_period_s
+        while True:
+            await asyncio.sleep(period / self.clock.speed)
+            self.tick()
+
+    def _publish(self, state: GatewayState) -> None:
+        for listener in self._listeners:
+            listener(state)
