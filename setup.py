@@ -35,8 +35,13 @@ def extensions() -> list:  # type: ignore[type-arg]
 
     return cythonize(
         TO_CYTHONIZE,
-        compiler_directives={"language_level": "3", "boundscheck": False, "wraparound": False,
-                             "cdivision": True, "initializedcheck": False},
+        compiler_directives={
+            "language_level": "3",
+            "boundscheck": False,
+            "wraparound": False,
+            "cdivision": True,
+            "initializedcheck": False,
+        },
     )
 
 

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 from bmsgw.clock import Clock, MonotonicClock
 from bmsgw.config import Settings
@@ -21,7 +22,9 @@ _log = get_logger(__name__)
 class Gateway:
     """The running daemon: pack sources → pipeline → outputs, all on one event loop."""
 
-    def __init__(self, settings: Settings, clock: Clock | None = None, *, frame_timestamps: bool = False) -> None:
+    def __init__(
+        self, settings: Settings, clock: Clock | None = None, *, frame_timestamps: bool = False
+    ) -> None:
         self.settings = settings
         self.clock: Clock = clock or MonotonicClock()
         self.pipeline = Pipeline(settings)
@@ -52,7 +55,9 @@ class Gateway:
         """Periodic core step so staleness is noticed without new samples."""
         self._publish(self.pipeline.step(self.clock.now()))
 
-    async def run(self, *extra: Callable[[], Awaitable[None]], duration: float | None = None) -> None:
+    async def run(
+        self, *extra: Callable[[], Coroutine[Any, Any, None]], duration: float | None = None
+    ) -> None:
         """Run until cancelled, or for `duration` clock seconds; `extra` coroutines run alongside."""
         self.tick()
         async with asyncio.TaskGroup() as tg:
@@ -61,11 +66,14 @@ class Gateway:
             tasks += [tg.create_task(fn()) for fn in extra]
             tasks.append(tg.create_task(self._ticker()))
             if duration is not None:
-                end = self.clock.now() + duration
-                while (left := end - self.clock.now()) > 0:
-                    await asyncio.sleep(min(left / self.clock.speed, 0.5))
+                await self._wait_until(self.clock.now() + duration)
                 for task in tasks:
                     task.cancel()
+
+    async def _wait_until(self, end: float) -> None:
+        """Sleep until the clock reaches `end` (a simulated clock may run slower than requested)."""
+        while (left := end - self.clock.now()) > 0:  # noqa: ASYNC110 (polls a clock, not a flag)
+            await asyncio.sleep(min(left / self.clock.speed, 0.5))
 
     async def _ticker(self) -> None:
         period = self.settings.gateway.step_period_s

@@ -53,7 +53,9 @@ def version_text() -> str:
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="bmsgw", description="Battery BMS to inverter gateway.")
-    p.add_argument("--version", action="store_true", help="print the version and whether the core is compiled")
+    p.add_argument(
+        "--version", action="store_true", help="print the version and whether the core is compiled"
+    )
     sub = p.add_subparsers(title="commands", metavar="COMMAND")
 
     def common(sp: argparse.ArgumentParser, config_help: str = "TOML configuration file") -> None:
@@ -75,12 +77,27 @@ def _parser() -> argparse.ArgumentParser:
     sim.add_argument("--packs", type=int, metavar="N", help="number of simulated packs (default 1)")
     sim.add_argument("--cells", type=int, metavar="N", help="cells per pack (default 16)")
     sim.add_argument("--chemistry", choices=[c.value for c in Chemistry], help="cell chemistry (default lfp)")
-    sim.add_argument("--duration", type=float, metavar="SECONDS", help="simulated seconds (default: until Ctrl-C)")
-    sim.add_argument("--speed", type=float, default=1.0, metavar="FACTOR", help="time acceleration (default 1)")
+    sim.add_argument(
+        "--duration", type=float, metavar="SECONDS", help="simulated seconds (default: until Ctrl-C)"
+    )
+    sim.add_argument(
+        "--speed", type=float, default=1.0, metavar="FACTOR", help="time acceleration (default 1)"
+    )
     sim.add_argument("--scenario", type=Path, metavar="FILE", help="fault-injection scenario (TOML)")
-    sim.add_argument("--record", type=Path, metavar="PACKLOG", help="write the pack-side frames (candump log)")
-    sim.add_argument("--initial-soc", type=float, metavar="S", help="initial SOC of the simulated cells (0..1)")
+    sim.add_argument(
+        "--record", type=Path, metavar="PACKLOG", help="write the pack-side frames (candump log)"
+    )
+    sim.add_argument(
+        "--initial-soc", type=float, metavar="S", help="initial SOC of the simulated cells (0..1)"
+    )
     sim.add_argument("--seed", type=int, default=1, help="random seed of the simulated packs")
+    sim.add_argument(
+        "--start-hour",
+        type=float,
+        default=11.0,
+        metavar="H",
+        help="time of day at the start of the solar-day load profile (default 11)",
+    )
     sim.add_argument("--quiet", action="store_true", help="no live status, only the summary")
     sim.set_defaults(func=_cmd_simulate)
 
@@ -89,8 +106,11 @@ def _parser() -> argparse.ArgumentParser:
     common(rep)
     rep.add_argument("--out", type=Path, metavar="INVLOG", help="write inverter-side frames (candump log)")
     rep.add_argument("--realtime", action="store_true", help="pace the replay with the log's timing")
-    rep.add_argument("--to-bus", metavar="INTERFACE:CHANNEL",
-                     help="instead, play the frames onto a CAN bus (e.g. socketcan:vcan0)")
+    rep.add_argument(
+        "--to-bus",
+        metavar="INTERFACE:CHANNEL",
+        help="instead, play the frames onto a CAN bus (e.g. socketcan:vcan0)",
+    )
     rep.add_argument("--json", action="store_true", help="print the summary as JSON")
     rep.set_defaults(func=_cmd_replay)
 
@@ -103,8 +123,13 @@ def _parser() -> argparse.ArgumentParser:
     common(show)
     show.add_argument("--json", action="store_true", help="print JSON")
     show.set_defaults(func=_cmd_config_show)
-    cfg.set_defaults(func=lambda a: (cfg.print_help(), EXIT_USAGE)[1])
+    cfg.set_defaults(func=lambda _: _usage(cfg))
     return p
+
+
+def _usage(parser: argparse.ArgumentParser) -> int:
+    parser.print_help()
+    return EXIT_USAGE
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
@@ -164,6 +189,8 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
         raise ConfigError([f"--speed = {args.speed}: must be > 0"])
     if args.duration is not None and args.duration <= 0:
         raise ConfigError([f"--duration = {args.duration}: must be > 0"])
+    if not 0 <= args.start_hour < 24:
+        raise ConfigError([f"--start-hour = {args.start_hour}: must be within 0..24"])
     if args.initial_soc is not None and not 0 <= args.initial_soc <= 1:
         raise ConfigError([f"--initial-soc = {args.initial_soc}: must be within 0..1"])
     base, _ = load_settings(args.config, _overrides(args))
@@ -192,7 +219,7 @@ async def _simulate(settings: Settings, args: argparse.Namespace) -> str:
     sim = SimulatedPacks(
         settings, clock, gateway.state, lambda: consumed.last_frame_t if consumed else clock.now(),
         scenario=args.scenario, record=args.record,
-        initial_soc=args.initial_soc, seed=args.seed,
+        initial_soc=args.initial_soc, seed=args.seed, start_hour=args.start_hour,
     )  # fmt: skip
     summary = ReplaySummary(pack_ids=tuple(p.id for p in settings.packs))
     tracker = Tracker(summary)
@@ -281,7 +308,9 @@ def _cmd_replay(args: argparse.Namespace) -> int:
         if args.to_bus:
             interface, sep, channel = args.to_bus.partition(":")
             if not sep or not interface or not channel:
-                raise ConfigError([f"--to-bus {args.to_bus!r}: expected INTERFACE:CHANNEL, e.g. socketcan:vcan0"])
+                raise ConfigError(
+                    [f"--to-bus {args.to_bus!r}: expected INTERFACE:CHANNEL, e.g. socketcan:vcan0"]
+                )
             sent = play_to_bus(args.log, interface, channel)
             print(f"sent {sent} frames to {interface}:{channel}")
             return 0

@@ -94,8 +94,8 @@ class CanSection(_Section):
 class LimitsSection(_Section):
     """[limits]: per-pack current limits and protection thresholds; None = chemistry default."""
 
-    max_charge_current_a: float = Field(100.0, ge=0, le=5000)
-    max_discharge_current_a: float = Field(100.0, ge=0, le=5000)
+    max_charge_current_a: float = Field(100.0, gt=0, le=5000)
+    max_discharge_current_a: float = Field(100.0, gt=0, le=5000)
     cell_v_max_alarm: float | None = Field(None, gt=0, lt=6)
     cell_v_max_warn: float | None = Field(None, gt=0, lt=6)
     cell_v_min_warn: float | None = Field(None, gt=0, lt=6)
@@ -247,9 +247,7 @@ def _read_toml(path: Path) -> dict[str, Any]:
 
 
 def _read_env(env: Mapping[str, str] | None) -> dict[str, Any]:
-    source = EnvSettingsSource(
-        Settings, env_prefix="BMSGW_", env_nested_delimiter="__", case_sensitive=False
-    )
+    source = EnvSettingsSource(Settings, env_prefix="BMSGW_", env_nested_delimiter="__", case_sensitive=False)
     if env is not None:
         source.env_vars = {k.lower(): v for k, v in env.items()}
     try:
@@ -289,10 +287,8 @@ def _has_path(layer: Mapping[str, Any], dotted: str) -> bool:
             node = node[idx]
         elif isinstance(node, Mapping) and part in node:
             node = node[part]
-        elif isinstance(node, list):
-            return True  # a whole list (e.g. packs) given by this layer
         else:
-            return False
+            return isinstance(node, list)  # a whole list (e.g. packs) given by this layer
     return True
 
 

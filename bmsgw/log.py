@@ -1,4 +1,4 @@
-"""structlog setup: JSON lines off a TTY, console on a TTY; stdlib loggers (python-can, pymodbus) routed through it."""
+"""structlog: JSON lines off a TTY, console on a TTY; python-can and pymodbus stdlib logs go through it."""
 
 from __future__ import annotations
 

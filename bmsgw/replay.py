@@ -17,7 +17,16 @@ from bmsgw.outputs.can import FrameLog
 from bmsgw.pipeline import Pipeline
 from bmsgw.sources.can import PackFrameDecoder
 
-__all__ = ["AlarmEvent", "LimitChange", "Tracker", "ReplayError", "ReplaySummary", "play_to_bus", "read_log", "replay"]
+__all__ = [
+    "AlarmEvent",
+    "LimitChange",
+    "ReplayError",
+    "ReplaySummary",
+    "Tracker",
+    "play_to_bus",
+    "read_log",
+    "replay",
+]
 
 LOG_SUFFIXES = (".log", ".asc", ".blf")
 
@@ -84,9 +93,8 @@ class ReplaySummary:
         ]
         for label, (v, at, t) in (("min", self.cell_v_min), ("max", self.cell_v_max)):
             if math.isfinite(v):
-                lines.append(
-                    f"cell {label}: {v:.3f} V at {self._pack(at.pack)} cell {at.cell + 1} (t=+{t - rel:.1f} s)"
-                )
+                where = f"{self._pack(at.pack)} cell {at.cell + 1}"
+                lines.append(f"cell {label}: {v:.3f} V at {where} (t=+{t - rel:.1f} s)")
         lines.append(f"inverter frames written: {self.frames_out}")
         lines.append(f"limit changes ({len(self.limit_changes)}):")
         for c in self.limit_changes[:most]:
@@ -282,9 +290,13 @@ def _extreme(x: tuple[float, CellRef, float], rel: float, ids: tuple[str, ...]) 
     v, at, t = x
     if not math.isfinite(v):
         return None
-    return {"v": v, "pack": ids[at.pack] if at.pack < len(ids) else at.pack, "cell": at.cell + 1, "t": t - rel}
+    return {
+        "v": v,
+        "pack": ids[at.pack] if at.pack < len(ids) else at.pack,
+        "cell": at.cell + 1,
+        "t": t - rel,
+    }
 
 
 def _pct(x: float) -> str:
     return "n/a" if math.isnan(x) else f"{x * 100:.1f} %"
-

@@ -1,4 +1,4 @@
-"""Test peers built from our own codecs run in reverse, plus an inverter-side decoder written from the spec."""
+"""Test peers: fakes built from our own codecs run in reverse; an inverter decoder written from the spec."""
 
 from __future__ import annotations
 
@@ -40,8 +40,9 @@ class PackModel:
         return out
 
 
-def pack_log_frames(model: PackModel, duration_s: float, t0: float = 1_700_000_000.0,
-                    dt: float = 0.1) -> Iterator[tuple[float, Frame]]:
+def pack_log_frames(
+    model: PackModel, duration_s: float, t0: float = 1_700_000_000.0, dt: float = 0.1
+) -> Iterator[tuple[float, Frame]]:
     """(timestamp, frame) pairs of `duration_s` of the fake pack, for writing logs."""
     for k in range(round(duration_s / dt)):
         t = t0 + k * dt

@@ -57,12 +57,24 @@ def test_env_packs_as_json() -> None:
 @pytest.mark.parametrize(
     ("toml", "expected"),
     [
-        ("[gateway]\nstale_after = 3\n", "gateway.stale_after: unknown key; allowed keys here: name, state_dir"),
-        ("[[packs]]\nid = 'a'\ncells = 40\n", "packs[0].cells = 40: Input should be less than or equal to 32"),
-        ("[[packs]]\nid = 'a'\nchemistry = 'lto'\n", "packs[0].chemistry = 'lto': Input should be 'lfp' or 'nmc'"),
+        (
+            "[gateway]\nstale_after = 3\n",
+            "gateway.stale_after: unknown key; allowed keys here: name, state_dir",
+        ),
+        (
+            "[[packs]]\nid = 'a'\ncells = 40\n",
+            "packs[0].cells = 40: Input should be less than or equal to 32",
+        ),
+        (
+            "[[packs]]\nid = 'a'\nchemistry = 'lto'\n",
+            "packs[0].chemistry = 'lto': Input should be 'lfp' or 'nmc'",
+        ),
         ("[[packs]]\ncells = 4\n", "packs[0].id: required key is missing"),
         ("[[packs]]\nid = 'a'\nsource = 'jk'\n", "packs[0].source = 'jk': unknown source 'jk'; allowed: can"),
-        ("[[outputs]]\nprotocol = 'sma'\n", "outputs[0].protocol = 'sma': unknown protocol 'sma'; allowed: pylontech-can"),
+        (
+            "[[outputs]]\nprotocol = 'sma'\n",
+            "outputs[0].protocol = 'sma': unknown protocol 'sma'; allowed: pylontech-can",
+        ),
         ("[limits]\ncell_v_max_warn = 3.7\ncell_v_max_alarm = 3.6\n", "cell_v_min_alarm < cell_v_min_warn"),
         ("[[packs]]\nid='a'\n[[packs]]\nid='a'\naddress=1\n", "packs: ids must be unique"),
         ("[[packs]]\nid='a'\n[[packs]]\nid='b'\n", "packs: CAN packs need distinct address values"),

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pytest
+from fakes import PackModel, PylonFrames, decode_pylon, run_fake_pack
 
 from bmsgw.app import Gateway
 from bmsgw.clock import ScaledClock
@@ -18,7 +19,6 @@ from bmsgw.config import Settings, load_settings
 from bmsgw.core.chemistry import profile, soc_from_ocv
 from bmsgw.model import Chemistry
 from bmsgw.transport.can_bus import AsyncCanBus
-from tests.fakes import PackModel, PylonFrames, decode_pylon, run_fake_pack
 
 SPEED = 10.0  # gateway time runs 10x wall time: 1 s Pylontech period = 0.1 s wall
 MAX_CHARGE = 50.0
@@ -47,8 +47,8 @@ class Inverter:
             if msg.arbitration_id == 0x35E:
                 self.sets += 1
 
-    async def until(self, pred: Callable[[PylonFrames], bool], timeout: float = 5.0) -> PylonFrames:
-        deadline = time.monotonic() + timeout
+    async def until(self, pred: Callable[[PylonFrames], bool], within: float = 5.0) -> PylonFrames:
+        deadline = time.monotonic() + within
         last: PylonFrames | None = None
         while time.monotonic() < deadline:
             if {0x351, 0x355, 0x356, 0x359, 0x35C} <= self.latest.keys():
@@ -56,7 +56,7 @@ class Inverter:
                 if pred(last):
                     return last
             await asyncio.sleep(0.01)
-        raise AssertionError(f"condition not met within {timeout}s; last frames: {last}")
+        raise AssertionError(f"condition not met within {within}s; last frames: {last}")
 
 
 def settings_for(pack_channel: str, out_channel: str, **limits: float) -> Settings:
@@ -69,9 +69,13 @@ def settings_for(pack_channel: str, out_channel: str, **limits: float) -> Settin
             "gateway.stale_after_s": 3.0,
             "gateway.recovery_ramp_s": 5.0,
             "gateway.step_period_s": 0.1,
-            "limits": {"max_charge_current_a": MAX_CHARGE, "max_discharge_current_a": MAX_DISCHARGE,
-                       "debounce_s": 1.0, **limits},
-        },  # fmt: skip
+            "limits": {
+                "max_charge_current_a": MAX_CHARGE,
+                "max_discharge_current_a": MAX_DISCHARGE,
+                "debounce_s": 1.0,
+                **limits,
+            },
+        },
         env={},
     )
     return settings
@@ -120,7 +124,7 @@ async def test_link_loss_drives_safe_state_then_ramped_recovery(rig: Rig) -> Non
     await rig.inverter.until(lambda f: f.ccl == MAX_CHARGE)
     rig.pack.silent = True
     lost_at = time.monotonic()
-    f = await rig.inverter.until(lambda f: f.ccl == 0 and f.dcl == 0, timeout=(3.0 + 2.0) / SPEED + 1.0)
+    f = await rig.inverter.until(lambda f: f.ccl == 0 and f.dcl == 0, within=(3.0 + 2.0) / SPEED + 1.0)
     # Safe state within stale_after_s plus one output period (and a little scheduling slack).
     assert (time.monotonic() - lost_at) * SPEED <= 3.0 + 1.0 + 1.5
     assert f.alarm & (1 << 11)  # byte 3 bit 3: internal communication fail

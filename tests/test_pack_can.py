@@ -470,7 +470,7 @@ pct_st = st.one_of(st.none(), st.floats(0.0, 1.0))
     soc=pct_st,
     soh=pct_st,
 )
-def test_info_values_round_trip(  # noqa: PLR0917 (hypothesis passes keyword arguments)
+def test_info_values_round_trip(
     module: int, cells: int, temps: int, alarms: BmsFlags, soc: float | None, soh: float | None
 ) -> None:
     msg = _one(encode_info(module, cells, temps, alarms, soc, soh))

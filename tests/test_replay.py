@@ -8,12 +8,12 @@ from pathlib import Path
 import can
 import numpy as np
 import pytest
+from fakes import PackModel, decode_pylon, pack_log_frames
 
 from bmsgw.cli import main
 from bmsgw.config import Settings, load_settings
 from bmsgw.model import AlarmCode, Frame, Reason
 from bmsgw.replay import ReplayError, replay
-from tests.fakes import PackModel, decode_pylon, pack_log_frames
 
 T0 = 1_700_000_000.0
 
@@ -46,7 +46,9 @@ def write_log(path: Path) -> None:
     with can.Logger(str(path)) as writer:
         for t, f in frames:
             writer.on_message_received(
-                can.Message(timestamp=t, arbitration_id=f.id, data=f.data, is_extended_id=f.extended, channel="can0")
+                can.Message(
+                    timestamp=t, arbitration_id=f.id, data=f.data, is_extended_id=f.extended, channel="can0"
+                )
             )
 
 
@@ -119,11 +121,14 @@ def test_formats_give_the_same_result(log: Path, tmp_path: Path, suffix: str) ->
     if suffix == ".asc":
         # ASC stores times relative to the start, so float rounding may move an event by one core step.
         ra, rb = rounded(a), rounded(b)
-        assert isinstance(ra, dict) and isinstance(rb, dict)
+        assert isinstance(ra, dict)
+        assert isinstance(rb, dict)
         for key in ("frames", "samples", "alarms", "soc_end", "cell_v_max"):
             assert ra[key] == rb[key], key
         la, lb = ra["limit_changes"], rb["limit_changes"]
-        assert [(c["limit"], c["reason"], c["to"]) for c in la] == [(c["limit"], c["reason"], c["to"]) for c in lb]
+        assert [(c["limit"], c["reason"], c["to"]) for c in la] == [
+            (c["limit"], c["reason"], c["to"]) for c in lb
+        ]
         assert all(abs(x["t"] - y["t"]) <= 0.1 + 1e-6 for x, y in zip(la, lb, strict=True))
     else:
         assert a == b
@@ -148,7 +153,9 @@ def test_replay_is_deterministic(log: Path, tmp_path: Path) -> None:
     assert s1.as_dict() == s2.as_dict()
 
 
-def test_cli_replay_json_and_exit_codes(log: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_replay_json_and_exit_codes(
+    log: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert main(["replay", str(log), "--json", "--log-level", "warning"]) == 0
     doc = json.loads(capsys.readouterr().out)
     assert doc["frames"]["rejected"] == 1

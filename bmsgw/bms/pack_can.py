@@ -134,7 +134,7 @@ def encode_status(module: int, voltage: float, current: float, flags: BmsFlags, 
     return _encode(msg, raw)
 
 
-def encode_info(  # noqa: PLR0917 (positional signature is the agreed API)
+def encode_info(
     module: int,
     cell_count: int,
     temp_count: int,
@@ -181,7 +181,7 @@ TEMPS_EVERY = 5
 INFO_EVERY = 10
 
 
-def encode_tick(  # noqa: PLR0917 (mirrors the PackStatus/PackInfo fields)
+def encode_tick(
     tick: int,
     module: int,
     cell_v: Sequence[float | None] | F64,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import struct
 import time
 from collections.abc import Callable
@@ -77,6 +78,7 @@ class SimulatedPacks:
         record: Path | None = None,
         initial_soc: float | None = None,
         seed: int = 1,
+        start_hour: float = 11.0,
     ) -> None:
         self._settings = settings
         self._clock = clock
@@ -107,7 +109,10 @@ class SimulatedPacks:
             )
             for i, p in enumerate(packs)
         ]
-        self.profile: SolarDayProfile = self.scenario.solar_profile(packs[0].capacity_ah, len(packs), seed=seed)
+        profile = self.scenario.solar_profile(packs[0].capacity_ah, len(packs), seed=seed)
+        if self.scenario.load_overrides.start_s is None:
+            profile = dataclasses.replace(profile, start_s=start_hour * 3600.0)
+        self.profile: SolarDayProfile = profile
         self._record = record
         self._alive = [0] * len(packs)
         self._contactor_open = [False] * len(packs)

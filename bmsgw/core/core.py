@@ -1,0 +1,433 @@
+"""Estimation & protection core: pack samples in, SOC per cell, limits with reasons and alarms out.
+
+Deterministic and free of I/O: the caller passes the time. All numeric work happens in
+:mod:`bmsgw.core._kernel` (compiled with Cython when available); this module converts between the shared
+data model and the kernel's flat buffers.
+
+Behaviour in one place (see the kernel for the details):
+
+* **SOC** per cell by coulomb counting (trapezoid between successive distinct sample times of a pack, no
+  integration across gaps > 5 s), started from the OCV of each cell (IR-compensated with the chemistry's
+  typical R0) unless ``initial_soc`` is given. After ``rest_time_s`` with |I| < ``rest_current_a`` each
+  cell's SOC is pulled (time constant 60 s) into the band its OCV allows, OCV ± 20 mV: on the flat LFP
+  plateau that band is wide and only gross errors get corrected; at the steep ends and on NMC it is tight.
+  Pack SOC = soc_min / (soc_min + 1 − soc_max); system SOC = capacity-weighted over online packs.
+* **Protection**: debounced Schmitt triggers per pack (trip after the condition held ``debounce_s``,
+  ``overcurrent_time_s`` for overcurrent; clear after the value held inside limit ∓ hysteresis for
+  ``debounce_s``). Overtemperature has a charge side (trips only while charging, |I| ≥ rest current,
+  zeroes CCL) and a discharge side (zeroes both). Overcurrent clears once |I| is back at or below the
+  rated maximum. BMS flag bits are debounced the same way. Packs that are offline keep their alarms frozen.
+* **Limits**: per pack, CCL/DCL = 0 on an alarm for that direction, otherwise the tightest of the configured
+  maximum and the trapezoids (cell voltage warn → alarm, temperature limit − margin → limit); system =
+  n_online × weakest pack. Increases are rate-limited to full scale per ``recovery_ramp_s`` (reason
+  RECOVERY while the ramp binds); decreases are immediate. CVL = charge V/cell × cells of the first online
+  pack, minus the summed excess over ``cell_v_max_warn`` of the worst pack, never below DVL; its increases
+  are rate-limited the same way. With no usable pack: CCL = DCL = 0 (COMM_LOST), CVL/DVL hold.
+
+Contract: samples are already plausibility-checked by the caller (finite values, right cell/sensor counts;
+the count is re-checked here, NaN is not). A pack whose sample is the same object as last step and has no
+debounce timer running is skipped inside the kernel; that is exact (nothing in it can change), not an
+approximation.
+"""
+
+from __future__ import annotations
+
+import math
+from array import array
+from collections.abc import Sequence
+from dataclasses import dataclass, fields
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+
+from bmsgw.core import _kernel
+from bmsgw.core.chemistry import profile
+from bmsgw.model import (
+    F64,
+    Alarm,
+    AlarmCode,
+    AlarmLevel,
+    Chemistry,
+    Limit,
+    Limits,
+    PackSample,
+    Reason,
+)
+
+__all__ = ["Core", "CoreOutput", "CoreParams", "PackOutput"]
+
+_CHEMISTRY_DEFAULTS = (
+    "cell_v_max_alarm",
+    "cell_v_max_warn",
+    "cell_v_min_warn",
+    "cell_v_min_alarm",
+    "charge_voltage_cell_v",
+    "discharge_voltage_cell_v",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class CoreParams:
+    """Configuration of the core. Voltages per cell, currents per pack, temperatures in °C.
+
+    ``charge_voltage_cell_v``/``discharge_voltage_cell_v`` default (NaN) to the chemistry profile's values.
+    """
+
+    chemistry: Chemistry
+    cells: tuple[int, ...]  # cells per pack
+    sensors: tuple[int, ...]  # temperature sensors per pack
+    capacity_ah: tuple[float, ...]  # rated capacity per pack
+    max_charge_current_a: float  # per pack
+    max_discharge_current_a: float  # per pack
+    cell_v_max_alarm: float
+    cell_v_max_warn: float
+    cell_v_min_warn: float
+    cell_v_min_alarm: float
+    cell_v_hysteresis: float = 0.05
+    charge_temp_min_c: float = 0.0
+    charge_temp_max_c: float = 45.0
+    discharge_temp_min_c: float = -20.0
+    discharge_temp_max_c: float = 55.0
+    temp_warn_margin_c: float = 5.0
+    temp_hysteresis_c: float = 3.0
+    overcurrent_factor: float = 1.2
+    overcurrent_time_s: float = 2.0
+    debounce_s: float = 1.0
+    charge_voltage_cell_v: float = math.nan
+    discharge_voltage_cell_v: float = math.nan
+    rest_current_a: float = 0.5
+    rest_time_s: float = 1800.0
+    recovery_ramp_s: float = 60.0
+
+    def __post_init__(self) -> None:
+        chem = Chemistry(self.chemistry)
+        prof = profile(chem)
+        object.__setattr__(self, "chemistry", chem)
+        object.__setattr__(self, "cells", tuple(int(n) for n in self.cells))
+        object.__setattr__(self, "sensors", tuple(int(n) for n in self.sensors))
+        object.__setattr__(self, "capacity_ah", tuple(float(q) for q in self.capacity_ah))
+        for name in ("charge_voltage_cell_v", "discharge_voltage_cell_v"):
+            if math.isnan(getattr(self, name)):
+                object.__setattr__(self, name, float(getattr(prof, name)))
+        self._validate()
+
+    def _validate(self) -> None:
+        def bad(name: str, why: str) -> ValueError:
+            return ValueError(f"CoreParams.{name} = {getattr(self, name)!r}: {why}")
+
+        for f in fields(self):
+            v = getattr(self, f.name)
+            if isinstance(v, float) and not math.isfinite(v):
+                raise bad(f.name, "must be a finite number")
+        n = len(self.cells)
+        if n == 0:
+            raise bad("cells", "at least one pack is required")
+        for name in ("sensors", "capacity_ah"):
+            if len(getattr(self, name)) != n:
+                raise bad(name, f"needs one entry per pack ({n})")
+        if any(c < 1 for c in self.cells):
+            raise bad("cells", "every pack needs at least one cell")
+        if any(s < 0 for s in self.sensors):
+            raise bad("sensors", "must be >= 0")
+        if any(not (math.isfinite(q) and q > 0.0) for q in self.capacity_ah):
+            raise bad("capacity_ah", "must be > 0")
+        for name in ("max_charge_current_a", "max_discharge_current_a"):
+            if getattr(self, name) <= 0.0:
+                raise bad(name, "must be > 0")
+        if not (
+            0.0 < self.cell_v_min_alarm < self.cell_v_min_warn < self.cell_v_max_warn < self.cell_v_max_alarm
+        ):
+            raise bad("cell_v_max_alarm", "need 0 < min_alarm < min_warn < max_warn < max_alarm")
+        if not (0.0 < self.discharge_voltage_cell_v < self.charge_voltage_cell_v):
+            raise bad("charge_voltage_cell_v", "need 0 < discharge_voltage_cell_v < charge_voltage_cell_v")
+        if self.charge_temp_min_c >= self.charge_temp_max_c:
+            raise bad("charge_temp_min_c", "must be below charge_temp_max_c")
+        if self.discharge_temp_min_c >= self.discharge_temp_max_c:
+            raise bad("discharge_temp_min_c", "must be below discharge_temp_max_c")
+        if self.overcurrent_factor < 1.0:
+            raise bad("overcurrent_factor", "must be >= 1")
+        for name in (
+            "cell_v_hysteresis",
+            "temp_warn_margin_c",
+            "temp_hysteresis_c",
+            "overcurrent_time_s",
+            "debounce_s",
+            "rest_current_a",
+            "rest_time_s",
+            "recovery_ramp_s",
+        ):
+            if getattr(self, name) < 0.0:
+                raise bad(name, "must be >= 0")
+
+    @classmethod
+    def defaults(
+        cls,
+        chemistry: Chemistry,
+        cells: Sequence[int],
+        sensors: Sequence[int],
+        capacity_ah: Sequence[float],
+        **overrides: Any,
+    ) -> CoreParams:
+        """Parameters with the chemistry profile's thresholds; currents default to 0.5 C charge / 1 C
+        discharge of the smallest pack. Any field can be overridden by keyword."""
+        prof = profile(Chemistry(chemistry))
+        caps = tuple(float(q) for q in capacity_ah)
+        kw: dict[str, Any] = {name: getattr(prof, name) for name in _CHEMISTRY_DEFAULTS}
+        if caps:
+            kw["max_charge_current_a"] = 0.5 * min(caps)
+            kw["max_discharge_current_a"] = 1.0 * min(caps)
+        kw.update(overrides)
+        return cls(chemistry=chemistry, cells=tuple(cells), sensors=tuple(sensors), capacity_ah=caps, **kw)
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class PackOutput:
+    """Estimates for one pack (kept at their last values while the pack is offline)."""
+
+    soc: float
+    soh: float
+    cell_soc: F64
+    balance_mask: int  # bit n = bleed cell n
+    contactor_open_request: bool
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class CoreOutput:
+    """Everything one step of the core produces."""
+
+    packs: tuple[PackOutput, ...]
+    soc: float
+    soh: float
+    limits: Limits
+    alarms: tuple[Alarm, ...]
+
+
+_REASONS: tuple[Reason, ...] = tuple(Reason(r) for r in _kernel.REASONS)
+_CODES: tuple[AlarmCode, ...] = tuple(AlarmCode(c) for c in _kernel.ALARM_CODES)
+
+
+def _f64_buffer(values: Sequence[float]) -> memoryview[float]:
+    return memoryview(array("d", values)).cast("B").cast("d")
+
+
+class Core:
+    """The stateful core. Call :meth:`step` with the newest usable sample of every pack (or None)."""
+
+    __slots__ = (
+        "_alarm_version",
+        "_alarms",
+        "_bal",
+        "_cell_t",
+        "_cell_v",
+        "_contactor",
+        "_k",
+        "_last",
+        "_lat_on",
+        "_lat_since",
+        "_mask",
+        "_n",
+        "_offs",
+        "_pack_out",
+        "_soc",
+        "_soc_pack",
+        "_soffs",
+        "params",
+    )
+
+    def __init__(
+        self,
+        params: CoreParams,
+        initial_soc: Sequence[float] | None = None,
+        *,
+        kernel_module: ModuleType | None = None,
+    ) -> None:
+        """`initial_soc`: one SOC (0..1) per pack, or None to start each cell from its OCV on the first
+        sample. `kernel_module` swaps the kernel implementation (parity tests and benchmarks only)."""
+        self.params = params
+        n = len(params.cells)
+        init: memoryview[float] | None = None
+        if initial_soc is not None:
+            vals = [float(x) for x in initial_soc]
+            if len(vals) != n or any(not 0.0 <= x <= 1.0 for x in vals):
+                raise ValueError(f"initial_soc needs {n} values in 0..1, got {initial_soc!r}")
+            init = _f64_buffer(vals)
+        prof = profile(params.chemistry)
+        km = kernel_module if kernel_module is not None else _kernel
+        self._k: _kernel.Kernel = km.Kernel(
+            params,
+            r0_ohm_ah=prof.r0_ohm_ah,
+            nominal_v=prof.nominal_v,
+            ocv_soc=_f64_buffer(prof.soc_points),
+            ocv_v=_f64_buffer(prof.ocv_points),
+            initial_soc=init,
+        )
+        k = self._k
+        self._n = n
+        self._offs = tuple(int(x) for x in np.asarray(k.cell_off))
+        self._soffs = tuple(int(x) for x in np.asarray(k.sens_off))
+        self._cell_v: F64 = np.asarray(k.cell_v)
+        self._cell_t: F64 = np.asarray(k.cell_t)
+        self._soc: F64 = np.asarray(k.soc)
+        self._bal = np.asarray(k.bal)
+        # scalar reads go through Python memoryviews (cheaper than numpy scalars)
+        self._soc_pack: memoryview[float] = memoryview(k.soc_pack).cast("B").cast("d")
+        self._mask: memoryview[int] = memoryview(k.mask).cast("B").cast("q")
+        self._contactor: memoryview[int] = memoryview(k.contactor).cast("B").cast("i")
+        self._lat_on: memoryview[int] = memoryview(k.lat_on).cast("B").cast("i")
+        self._lat_since: memoryview[float] = memoryview(k.lat_since).cast("B").cast("d")
+        self._last: list[PackSample | None] = [None] * n
+        self._pack_out: list[PackOutput | None] = [None] * n
+        self._alarm_version = -1
+        self._alarms: tuple[Alarm, ...] = ()
+
+    def step(self, t: float, samples: Sequence[PackSample | None]) -> CoreOutput:
+        """Advance to time `t` (s, non-decreasing) with `samples[i]` = pack i's newest usable sample or None.
+
+        Passing the same sample object again means "no new data": it is not integrated twice.
+        """
+        t = float(t)
+        k = self._k
+        n = self._n
+        if len(samples) != n:
+            raise ValueError(f"expected {n} samples (one per pack, None when unusable), got {len(samples)}")
+        last = self._last
+        offs = self._offs
+        soffs = self._soffs
+        pack_out = self._pack_out
+        for i in range(n):
+            s = samples[i]
+            if s is None:
+                k.set_pack(i, 0, 0.0, 0.0, 0, 0)
+                continue
+            fresh = s is not last[i]
+            if fresh:
+                pack_out[i] = None  # new data: this pack's output is rebuilt below
+                a = offs[i]
+                b = offs[i + 1]
+                if s.pack != i or len(s.cell_v) != b - a or len(s.cell_t) != soffs[i + 1] - soffs[i]:
+                    raise ValueError(
+                        f"sample for pack {i} has pack={s.pack}, {len(s.cell_v)} cells, {len(s.cell_t)} "
+                        f"sensors; configured {b - a} cells, {soffs[i + 1] - soffs[i]} sensors"
+                    )
+                self._cell_v[a:b] = s.cell_v
+                self._cell_t[soffs[i] : soffs[i + 1]] = s.cell_t
+                last[i] = s
+            k.set_pack(i, 1, s.t, s.current, int(s.flags), 1 if fresh else 0)
+        k.step(t)
+
+        soc_pack = self._soc_pack
+        mask = self._mask
+        contactor = self._contactor
+        limit_cells = k.mask_cells
+        packs: list[PackOutput] = []
+        for i in range(n):
+            # SOC and balancing only change with new data; the contactor request can also change with t
+            po = pack_out[i]
+            if po is not None and po.contactor_open_request is (contactor[i] != 0):
+                packs.append(po)
+                continue
+            a = offs[i]
+            b = offs[i + 1]
+            if b - a <= limit_cells:
+                m = mask[i]
+            else:
+                m = int.from_bytes(np.packbits(self._bal[a:b] != 0, bitorder="little").tobytes(), "little")
+            cell_soc = self._soc[a:b].copy()
+            cell_soc.flags.writeable = False  # shared by every output until the pack changes
+            po = PackOutput(soc_pack[i], 1.0, cell_soc, m, contactor[i] != 0)
+            pack_out[i] = po
+            packs.append(po)
+
+        if k.alarm_version != self._alarm_version:
+            self._alarm_version = k.alarm_version
+            self._alarms = self._build_alarms()
+
+        r = _REASONS
+        ccl = k.ccl
+        dcl = k.dcl
+        limits = Limits(
+            Limit(k.cvl, r[k.cvl_reason]),
+            Limit(ccl, r[k.ccl_reason]),
+            Limit(dcl, r[k.dcl_reason]),
+            Limit(k.dvl, r[k.dvl_reason]),
+            ccl > 0.0,
+            dcl > 0.0,
+        )
+        return CoreOutput(tuple(packs), k.soc_sys, 1.0, limits, self._alarms)
+
+    def _build_alarms(self) -> tuple[Alarm, ...]:
+        k = self._k
+        out: list[Alarm] = []
+        if k.comm_lost:
+            out.append(
+                Alarm(AlarmCode.COMM_LOST, AlarmLevel.ALARM, k.comm_lost_since, None, "no usable pack sample")
+            )
+        table = _kernel.LATCHES
+        nl = len(table)
+        on = self._lat_on
+        since = self._lat_since
+        for p in range(self._n):
+            # per code: (level, since, detail) of the highest active level, earliest trip among equals
+            best: dict[int, tuple[int, float, str]] = {}
+            for j in range(nl):
+                if on[p * nl + j] == 0:
+                    continue
+                code, level, _zc, _zd, _reason, detail, _flag = table[j]
+                s = since[p * nl + j]
+                cur = best.get(code)
+                if cur is None or level > cur[0] or (level == cur[0] and s < cur[1]):
+                    best[code] = (level, s, detail)
+            for code in sorted(best):
+                level, s, detail = best[code]
+                out.append(Alarm(_CODES[code], AlarmLevel(level), s, p, detail))
+        return tuple(out)
+
+    def debug_state(self) -> dict[str, Any]:
+        """Copies of the kernel's buffers and scalars (parity tests and diagnostics)."""
+        k = self._k
+        out: dict[str, Any] = {}
+        for name in (
+            "soc",
+            "bal",
+            "seen",
+            "pending",
+            "last_t",
+            "last_i",
+            "rest_since",
+            "soc_pack",
+            "vmin",
+            "vmax",
+            "tmin",
+            "tmax",
+            "excess",
+            "ccl_p",
+            "dcl_p",
+            "ccl_r",
+            "dcl_r",
+            "contactor",
+            "mask",
+            "lat_on",
+            "lat_since",
+            "lat_pend",
+        ):
+            out[name] = np.array(getattr(k, name), copy=True)
+        for name in (
+            "soc_sys",
+            "ccl",
+            "dcl",
+            "cvl",
+            "dvl",
+            "ccl_reason",
+            "dcl_reason",
+            "cvl_reason",
+            "dvl_reason",
+            "n_online",
+            "have_data",
+            "comm_lost",
+            "comm_lost_since",
+            "alarm_version",
+            "t_prev",
+        ):
+            out[name] = getattr(k, name)
+        return out
