@@ -1,9 +1,10 @@
-"""Shared fixtures: fail any test that leaves an asyncio task running."""
+"""Shared fixtures: fail any test that leaves an asyncio task running; undo logging setup."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import logging
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
@@ -21,3 +22,13 @@ async def _no_lingering_tasks() -> AsyncIterator[None]:
     if lingering:
         await asyncio.gather(*lingering, return_exceptions=True)
     assert not lingering, f"test left tasks running: {lingering}"
+
+
+@pytest.fixture(autouse=True)
+def _restore_root_logging() -> Iterator[None]:
+    """CLI tests configure logging onto captured streams; put the root logger back afterwards."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)

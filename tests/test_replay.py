@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import threading
+import time
+import uuid
 from pathlib import Path
 
 import can
@@ -13,7 +16,7 @@ from fakes import PackModel, decode_pylon, pack_log_frames
 from bmsgw.cli import main
 from bmsgw.config import Settings, load_settings
 from bmsgw.model import AlarmCode, Frame, Reason
-from bmsgw.replay import ReplayError, replay
+from bmsgw.replay import ReplayError, play_to_bus, replay
 
 T0 = 1_700_000_000.0
 
@@ -180,3 +183,34 @@ def test_replay_error_type(tmp_path: Path) -> None:
     p.write_text("")
     with pytest.raises(ReplayError):
         replay(p, settings())
+
+
+def test_to_bus_plays_frames_with_their_timing(tmp_path: Path) -> None:
+    short = tmp_path / "short.log"
+    with can.Logger(str(short)) as writer:
+        for t, f in pack_log_frames(PackModel(), 1.0, T0):
+            writer.on_message_received(can.Message(timestamp=t, arbitration_id=f.id, data=f.data))
+    sent_frames = list(can.LogReader(str(short)))
+    channel = f"dry-run-{uuid.uuid4()}"
+    with can.Bus(interface="virtual", channel=channel) as listener:
+        result: list[int] = []
+        player = threading.Thread(target=lambda: result.append(play_to_bus(short, "virtual", channel)))
+        start = time.monotonic()
+        player.start()
+        got = []
+        while len(got) < len(sent_frames) and time.monotonic() - start < 5:
+            msg = listener.recv(timeout=0.5)
+            if msg is not None:
+                got.append(msg)
+        player.join()
+    assert result == [len(sent_frames)]
+    assert [(m.arbitration_id, bytes(m.data)) for m in got] == [
+        (m.arbitration_id, bytes(m.data)) for m in sent_frames
+    ]
+    # original timing: the last frame arrives ~0.9 s after the first
+    assert got[-1].timestamp - got[0].timestamp == pytest.approx(0.9, abs=0.15)
+
+
+def test_cli_to_bus_needs_interface_and_channel(log: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["replay", str(log), "--to-bus", "vcan0"]) == 2
+    assert "INTERFACE:CHANNEL" in capsys.readouterr().err

@@ -1,0 +1,34 @@
+"""Logging: JSON lines for machines, and third-party stdlib loggers come out the same way."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import pytest
+
+from bmsgw.log import configure, get_logger
+
+
+def test_json_lines_for_ours_and_stdlib(capsys: pytest.CaptureFixture[str]) -> None:
+    configure("json", "info")
+    get_logger("bmsgw.test").info("pack bus open", channel="can0")
+    logging.getLogger("can.interfaces.socketcan").warning("bus error %d", 5)
+    logging.getLogger("pymodbus").info("chatty")  # third-party INFO is held back
+    lines = [json.loads(x) for x in capsys.readouterr().err.splitlines()]
+    assert lines[0]["event"] == "pack bus open"
+    assert lines[0]["channel"] == "can0"
+    assert lines[0]["level"] == "info"
+    assert "timestamp" in lines[0]
+    assert lines[1]["event"] == "bus error 5"
+    assert lines[1]["level"] == "warning"
+    assert len(lines) == 2
+
+
+def test_console_format(capsys: pytest.CaptureFixture[str]) -> None:
+    configure("console", "debug")
+    get_logger("bmsgw.test").debug("hello", x=1)
+    err = capsys.readouterr().err
+    assert "hello" in err
+    assert "x=1" in err
+    assert not err.lstrip().startswith("{")
