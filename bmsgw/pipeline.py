@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import numpy as np
 
 from bmsgw.aggregator import Aggregator, Plausibility
 from bmsgw.config import Settings
-from bmsgw.core import Core, CoreOutput, CoreParams
+from bmsgw.core import Core, CoreOutput, CoreParams, PackOutput
 from bmsgw.core.chemistry import profile
 from bmsgw.model import (
     Alarm,
@@ -57,6 +58,10 @@ class Pipeline:
             settings.gateway.frozen_after,
         )
         self.core = Core(self.params, initial_soc)
+        self._stats: list[_Extremes | None] = [None] * len(self._ids)
+        self._views: list[tuple[PackStatus, PackSample | None, PackOutput | None, PackView] | None] = [
+            None
+        ] * len(self._ids)
         self.samples = 0
         self.steps = 0
         self.state = self._build(0.0, [None] * len(self._ids), self._statuses_never(), [], None)
@@ -64,7 +69,10 @@ class Pipeline:
     def submit(self, sample: PackSample) -> bool:
         """Offer a sample; False if the aggregator rejected it."""
         self.samples += 1
-        return self.aggregator.submit(sample)
+        if not self.aggregator.submit(sample):
+            return False
+        self._stats[sample.pack] = _Extremes.of(sample)
+        return True
 
     def step(self, t: float) -> GatewayState:
         """Run the core at time t on the newest usable samples and publish the new state."""
@@ -86,26 +94,32 @@ class Pipeline:
         sensor_alarms: Sequence[Alarm],
         out: CoreOutput | None,
     ) -> GatewayState:
+        latest = [self.aggregator.latest(i) for i in range(len(self._ids))]
         views = []
         for i, pid in enumerate(self._ids):
             po = out.packs[i] if out is not None else None
-            views.append(
-                PackView(
-                    pack=i,
-                    id=pid,
-                    status=statuses[i],
-                    sample=self.aggregator.latest(i),
-                    soc=po.soc if po is not None else math.nan,
-                    soh=po.soh if po is not None else math.nan,
-                    cell_soc=po.cell_soc if po is not None else None,
-                    balance_mask=po.balance_mask if po is not None else 0,
-                    contactor_open_request=po.contactor_open_request if po is not None else False,
-                )
+            prev = self._views[i]
+            # Reuse the view when nothing about the pack changed (the core reuses its PackOutput too).
+            if prev is not None and prev[0] is statuses[i] and prev[1] is latest[i] and prev[2] is po:
+                views.append(prev[3])
+                continue
+            view = PackView(
+                pack=i,
+                id=pid,
+                status=statuses[i],
+                sample=latest[i],
+                soc=po.soc if po is not None else math.nan,
+                soh=po.soh if po is not None else math.nan,
+                cell_soc=po.cell_soc if po is not None else None,
+                balance_mask=po.balance_mask if po is not None else 0,
+                contactor_open_request=po.contactor_open_request if po is not None else False,
             )
+            self._views[i] = (statuses[i], latest[i], po, view)
+            views.append(view)
         online = [s for s in usable if s is not None]
         # Measurements come from online packs; with none online, keep the last known voltage and
         # temperatures for display but report zero current (the limits carry the fail-safe).
-        shown = online or [s for s in (self.aggregator.latest(i) for i in range(len(self._ids))) if s]
+        shown = online or [s for s in latest if s is not None]
         if out is not None:
             limits, soc, soh = out.limits, out.soc, out.soh
             alarms = tuple(sorted((*out.alarms, *sensor_alarms), key=lambda a: (a.since, a.code)))
@@ -113,34 +127,18 @@ class Pipeline:
             limits, soc, soh, alarms = _no_data_limits(self.params), math.nan, math.nan, ()
         cap = sum(self._capacity[s.pack] for s in online)
         if not shown:
+            nowhere = CellRef(0, 0)
             return GatewayState(
                 t=t, packs=tuple(views), soc=soc, soh=soh, voltage=0.0, current=0.0,
                 temperature=math.nan, cell_v_min=math.nan, cell_v_max=math.nan,
-                cell_v_min_at=CellRef(0, 0), cell_v_max_at=CellRef(0, 0),
-                cell_t_min=math.nan, cell_t_max=math.nan,
-                cell_t_min_at=CellRef(0, 0), cell_t_max_at=CellRef(0, 0),
-                limits=limits, alarms=alarms, capacity_ah=cap,
+                cell_v_min_at=nowhere, cell_v_max_at=nowhere, cell_t_min=math.nan, cell_t_max=math.nan,
+                cell_t_min_at=nowhere, cell_t_max_at=nowhere, limits=limits, alarms=alarms, capacity_ah=cap,
             )  # fmt: skip
-        vmin_at = vmax_at = tmin_at = tmax_at = CellRef(shown[0].pack, 0)
-        vmin = tmin = math.inf
-        vmax = tmax = -math.inf
-        tsum = 0.0
-        tcount = 0
-        for s in shown:
-            j = int(np.argmin(s.cell_v))
-            if s.cell_v[j] < vmin:
-                vmin, vmin_at = float(s.cell_v[j]), CellRef(s.pack, j)
-            j = int(np.argmax(s.cell_v))
-            if s.cell_v[j] > vmax:
-                vmax, vmax_at = float(s.cell_v[j]), CellRef(s.pack, j)
-            j = int(np.argmin(s.cell_t))
-            if s.cell_t[j] < tmin:
-                tmin, tmin_at = float(s.cell_t[j]), CellRef(s.pack, j)
-            j = int(np.argmax(s.cell_t))
-            if s.cell_t[j] > tmax:
-                tmax, tmax_at = float(s.cell_t[j]), CellRef(s.pack, j)
-            tsum += float(np.sum(s.cell_t))
-            tcount += s.cell_t.shape[0]
+        stats = [x for s in shown if (x := self._stats[s.pack]) is not None]
+        vmin = min(stats, key=lambda x: x.vmin)
+        vmax = max(stats, key=lambda x: x.vmax)
+        tmin = min(stats, key=lambda x: x.tmin)
+        tmax = max(stats, key=lambda x: x.tmax)
         return GatewayState(
             t=t,
             packs=tuple(views),
@@ -148,19 +146,45 @@ class Pipeline:
             soh=soh,
             voltage=sum(s.voltage for s in shown) / len(shown),
             current=sum(s.current for s in online),
-            temperature=tsum / tcount,
-            cell_v_min=vmin,
-            cell_v_max=vmax,
-            cell_v_min_at=vmin_at,
-            cell_v_max_at=vmax_at,
-            cell_t_min=tmin,
-            cell_t_max=tmax,
-            cell_t_min_at=tmin_at,
-            cell_t_max_at=tmax_at,
+            temperature=sum(x.tsum for x in stats) / sum(x.tcount for x in stats),
+            cell_v_min=vmin.vmin,
+            cell_v_max=vmax.vmax,
+            cell_v_min_at=vmin.vmin_at,
+            cell_v_max_at=vmax.vmax_at,
+            cell_t_min=tmin.tmin,
+            cell_t_max=tmax.tmax,
+            cell_t_min_at=tmin.tmin_at,
+            cell_t_max_at=tmax.tmax_at,
             limits=limits,
             alarms=alarms,
             capacity_ah=cap,
         )
+
+
+class _Extremes(NamedTuple):
+    """Per-sample cell extremes, computed once when the sample is accepted (not on every step)."""
+
+    vmin: float
+    vmin_at: CellRef
+    vmax: float
+    vmax_at: CellRef
+    tmin: float
+    tmin_at: CellRef
+    tmax: float
+    tmax_at: CellRef
+    tsum: float
+    tcount: int
+
+    @classmethod
+    def of(cls, s: PackSample) -> _Extremes:
+        v, temps = s.cell_v, s.cell_t
+        iv, jv = int(np.argmin(v)), int(np.argmax(v))
+        it, jt = int(np.argmin(temps)), int(np.argmax(temps))
+        return cls(
+            float(v[iv]), CellRef(s.pack, iv), float(v[jv]), CellRef(s.pack, jv),
+            float(temps[it]), CellRef(s.pack, it), float(temps[jt]), CellRef(s.pack, jt),
+            float(np.sum(temps)), temps.shape[0],
+        )  # fmt: skip
 
 
 def _no_data_limits(p: CoreParams) -> Limits:
