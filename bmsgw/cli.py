@@ -226,13 +226,7 @@ async def _simulate(settings: Settings, args: argparse.Namespace) -> str:
     gateway.on_state(tracker.see)
     status = _StatusPrinter(settings, quiet=args.quiet)
     gateway.on_state(status.see)
-    task = asyncio.ensure_future(gateway.run(sim.run, duration=args.duration))
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, task.cancel)
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+    await _until_signal(gateway.run(sim.run, duration=args.duration))
     status.finish()
     summary.t_start = 0.0
     summary.t_end = clock.now()

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pytest
-from fakes import PackModel, PylonFrames, decode_pylon, run_fake_pack
+from fakes import A_COMM, P_OV, P_SYS, Decoded, PackModel, decode_pylon, run_fake_pack
 
 from bmsgw.app import Gateway
 from bmsgw.clock import ScaledClock
@@ -47,11 +47,11 @@ class Inverter:
             if msg.arbitration_id == 0x35E:
                 self.sets += 1
 
-    async def until(self, pred: Callable[[PylonFrames], bool], within: float = 5.0) -> PylonFrames:
+    async def until(self, pred: Callable[[Decoded], bool], within: float = 5.0) -> Decoded:
         deadline = time.monotonic() + within
-        last: PylonFrames | None = None
+        last: Decoded | None = None
         while time.monotonic() < deadline:
-            if {0x351, 0x355, 0x356, 0x359, 0x35C} <= self.latest.keys():
+            if {0x351, 0x355, 0x356, 0x359, 0x35C, 0x35E} <= self.latest.keys():
                 last = decode_pylon(self.latest)
                 if pred(last):
                     return last
@@ -112,9 +112,9 @@ async def test_pack_frames_in_pylontech_frames_out(rig: Rig) -> None:
     assert f.cvl == pytest.approx(16 * lfp.charge_voltage_cell_v, abs=0.1)
     assert f.dvl == pytest.approx(16 * lfp.discharge_voltage_cell_v, abs=0.1)
     assert f.soc == pytest.approx(round(soc_from_ocv(lfp, 3.30) * 100), abs=2)
-    assert f.request & 0xC0 == 0xC0  # charge + discharge enable
-    assert f.protection == 0
-    assert f.alarm == 0
+    assert f.charge_enable
+    assert f.discharge_enable
+    assert f.flags == frozenset()
     assert f.modules == 1
     state = rig.gateway.state()
     assert state.cell_v_max == pytest.approx(3.30, abs=0.001)
@@ -127,15 +127,16 @@ async def test_link_loss_drives_safe_state_then_ramped_recovery(rig: Rig) -> Non
     f = await rig.inverter.until(lambda f: f.ccl == 0 and f.dcl == 0, within=(3.0 + 2.0) / SPEED + 1.0)
     # Safe state within stale_after_s plus one output period (and a little scheduling slack).
     assert (time.monotonic() - lost_at) * SPEED <= 3.0 + 1.0 + 1.5
-    assert f.alarm & (1 << 11)  # byte 3 bit 3: internal communication fail
-    assert f.request & 0xC0 == 0  # enables cleared
+    assert A_COMM in f.flags  # byte 3 bit 3: internal communication fail
+    assert not f.charge_enable
+    assert not f.discharge_enable
     assert f.cvl > 0  # never CVL 0
     sets = rig.inverter.sets
     await asyncio.sleep(0.3)
     assert rig.inverter.sets > sets  # still transmitting in the safe state
     rig.pack.silent = False
     mid = await rig.inverter.until(lambda f: 0 < f.ccl < MAX_CHARGE)
-    assert mid.alarm & (1 << 11) == 0
+    assert A_COMM not in mid.flags
     await rig.inverter.until(lambda f: f.ccl == MAX_CHARGE and f.dcl == MAX_DISCHARGE)
 
 
@@ -145,10 +146,10 @@ async def test_cell_overvoltage_trips_charge_only(rig: Rig) -> None:
     rig.pack.cell_v[5] = 3.70
     derated = await rig.inverter.until(lambda f: f.ccl == 0)  # the derating reaches 0 before the alarm
     assert derated.dcl == MAX_DISCHARGE
-    f = await rig.inverter.until(lambda f: f.protection & (1 << 1) != 0)  # byte 0 bit 1: cell over-voltage
+    f = await rig.inverter.until(lambda f: P_OV in f.flags)  # byte 0 bit 1: cell over-voltage
     assert f.ccl == 0
     assert f.dcl == MAX_DISCHARGE
-    assert f.request & 0x40  # discharge still enabled
+    assert f.discharge_enable
     state = rig.gateway.state()
     assert state.cell_v_max_at.cell == 5
 
@@ -157,7 +158,7 @@ async def test_frozen_alive_counter_is_a_sensor_fault(rig: Rig) -> None:
     await rig.inverter.until(lambda f: f.ccl == MAX_CHARGE)
     rig.pack.freeze_alive = True
     f = await rig.inverter.until(lambda f: f.ccl == 0 and f.dcl == 0)
-    assert f.protection & (1 << 11)  # byte 1 bit 3: system error (sensor fault)
+    assert P_SYS in f.flags  # byte 1 bit 3: system error (sensor fault)
 
 
 async def test_implausible_cell_is_a_sensor_fault(rig: Rig) -> None:
@@ -165,4 +166,4 @@ async def test_implausible_cell_is_a_sensor_fault(rig: Rig) -> None:
     rig.pack.cell_v = np.full(16, 3.30)
     rig.pack.cell_v[0] = 0.2  # below any LFP cell's physical range: a broken sense wire
     f = await rig.inverter.until(lambda f: f.ccl == 0 and f.dcl == 0)
-    assert f.protection & (1 << 11)
+    assert P_SYS in f.flags
