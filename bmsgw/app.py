@@ -10,9 +10,9 @@ from bmsgw.clock import Clock, MonotonicClock
 from bmsgw.config import Settings
 from bmsgw.log import get_logger
 from bmsgw.model import GatewayState, PackSample
-from bmsgw.outputs.can import CanOutput
+from bmsgw.outputs import OUTPUTS, Output
 from bmsgw.pipeline import Pipeline
-from bmsgw.sources.can import CanPackSource
+from bmsgw.sources import SOURCES, Source, group_packs
 
 __all__ = ["Gateway"]
 
@@ -28,14 +28,13 @@ class Gateway:
         self.settings = settings
         self.clock: Clock = clock or MonotonicClock()
         self.pipeline = Pipeline(settings)
-        self.sources: list[CanPackSource] = []
-        if any(p.source == "can" for p in settings.packs):
-            self.sources.append(
-                CanPackSource(
-                    settings, self.clock, self.on_sample, self.state, frame_timestamps=frame_timestamps
-                )
-            )
-        self.outputs = [CanOutput(o, self.clock, self.state) for o in settings.outputs]
+        self.sources: list[Source] = [
+            SOURCES[kind](settings, packs, self.clock, self.on_sample, self.state, frame_timestamps)
+            for (kind, _), packs in group_packs(settings).items()
+        ]
+        self.outputs: list[Output] = [
+            OUTPUTS[o.protocol](o, self.clock, self.state) for o in settings.outputs
+        ]
         self._listeners: list[Callable[[GatewayState], None]] = []
 
     def state(self) -> GatewayState:

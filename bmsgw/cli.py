@@ -211,11 +211,12 @@ async def _simulate(settings: Settings, args: argparse.Namespace) -> str:
     from bmsgw.app import Gateway
     from bmsgw.clock import SteppedClock
     from bmsgw.replay import ReplaySummary, Tracker
+    from bmsgw.sources.can import CanPackSource
     from bmsgw.sources.simulator import SimulatedPacks
 
     clock = SteppedClock(args.speed)
     gateway = Gateway(settings, clock, frame_timestamps=True)
-    consumed = gateway.sources[0] if gateway.sources else None
+    consumed = next((s for s in gateway.sources if isinstance(s, CanPackSource)), None)
     sim = SimulatedPacks(
         settings, clock, gateway.state, lambda: consumed.last_frame_t if consumed else clock.now(),
         scenario=args.scenario, record=args.record,
@@ -230,7 +231,7 @@ async def _simulate(settings: Settings, args: argparse.Namespace) -> str:
     status.finish()
     summary.t_start = 0.0
     summary.t_end = clock.now()
-    decoder = gateway.sources[0].decoder if gateway.sources else None
+    decoder = consumed.decoder if consumed else None
     if decoder is not None:
         summary.frames_read = decoder.frames
         summary.frames_decoded = decoder.decoded

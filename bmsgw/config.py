@@ -26,8 +26,6 @@ __all__ = [
     "load_settings",
 ]
 
-PACK_SOURCES = ("can",)
-
 
 class ConfigError(Exception):
     """Invalid configuration; `problems` holds one line per bad key."""
@@ -73,14 +71,25 @@ class PackConfig(_Section):
     sensors: int = Field(4, ge=1, le=12)
     chemistry: Chemistry = Chemistry.LFP
     capacity_ah: float = Field(100.0, gt=0, le=10000)
-    address: int = Field(0, ge=0, le=15)
+    address: int = Field(0, ge=0, le=255)
+    port: str | None = Field(None, min_length=1)
+    baudrate: int | None = Field(None, ge=1200, le=921_600)
+    poll_interval_s: float = Field(1.0, gt=0, le=60)
 
     @field_validator("source")
     @classmethod
     def _known_source(cls, v: str) -> str:
-        if v not in PACK_SOURCES:
-            raise ValueError(f"unknown source {v!r}; allowed: {', '.join(PACK_SOURCES)}")
+        from bmsgw.sources import SOURCES
+
+        if v not in SOURCES:
+            raise ValueError(f"unknown source {v!r}; allowed: {', '.join(SOURCES)}")
         return v
+
+    @model_validator(mode="after")
+    def _can_address(self) -> PackConfig:
+        if self.source == "can" and self.address > 15:
+            raise ValueError(f"address {self.address}: CAN pack modules are numbered 0..15")
+        return self
 
 
 class CanSection(_Section):
@@ -140,14 +149,21 @@ class OutputConfig(_Section):
     bitrate: int = Field(500_000, ge=10_000, le=1_000_000)
     log: Path | None = None
     manufacturer: str = Field("PYLON", max_length=8)
+    port: str | None = Field(None, min_length=1)
+    baudrate: int | None = Field(None, ge=1200, le=921_600)
+    host: str = "127.0.0.1"
+    tcp_port: int | None = Field(None, ge=1, le=65535)
+    unit_id: int = Field(1, ge=1, le=247)
+    writes: bool = False
+    allow: list[str] = Field(default_factory=list)
 
     @field_validator("protocol")
     @classmethod
     def _known_protocol(cls, v: str) -> str:
-        from bmsgw.inverter import CAN_CODECS
+        from bmsgw.outputs import OUTPUTS
 
-        if v not in CAN_CODECS:
-            raise ValueError(f"unknown protocol {v!r}; allowed: {', '.join(CAN_CODECS)}")
+        if v not in OUTPUTS:
+            raise ValueError(f"unknown protocol {v!r}; allowed: {', '.join(OUTPUTS)}")
         return v
 
     @field_validator("manufacturer")

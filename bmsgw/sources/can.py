@@ -23,12 +23,14 @@ COMMAND_PERIOD_S = 1.0
 class PackFrameDecoder:
     """Turns pack-bus frames into PackSamples for the packs configured with source = "can"."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, packs: list[int] | None = None) -> None:
         window = settings.gateway.sample_window_s
+        chosen = (
+            packs if packs is not None else [i for i, p in enumerate(settings.packs) if p.source == "can"]
+        )
         self._by_module = {
-            p.address: PackAssembler(i, p.address, p.cells, p.sensors, window)
-            for i, p in enumerate(settings.packs)
-            if p.source == "can"
+            (p := settings.packs[i]).address: PackAssembler(i, p.address, p.cells, p.sensors, window)
+            for i in chosen
         }
         self.frames = 0
         self.decoded = 0
@@ -75,6 +77,7 @@ class CanPackSource:
         on_sample: Callable[[PackSample], None],
         state: Callable[[], GatewayState],
         *,
+        packs: list[int] | None = None,
         frame_timestamps: bool = False,
     ) -> None:
         self._settings = settings
@@ -82,7 +85,8 @@ class CanPackSource:
         self._clock = clock
         self._on_sample = on_sample
         self._state = state
-        self.decoder = PackFrameDecoder(settings)
+        self.decoder = PackFrameDecoder(settings, packs)
+        self._packs = set(packs if packs is not None else range(len(settings.packs)))
         self.bus: AsyncCanBus | None = None
         self.reconnects = 0
         self.last_frame_t = -math.inf
@@ -131,7 +135,7 @@ class CanPackSource:
             state = self._state()
             for view in state.packs:
                 cfg = self._settings.packs[view.pack]
-                if cfg.source != "can":
+                if view.pack not in self._packs:
                     continue
                 contactor = ContactorRequest.OPEN if view.contactor_open_request else ContactorRequest.NONE
                 frame: Frame = encode_command(cfg.address, view.balance_mask, contactor, alive)
