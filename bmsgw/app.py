@@ -13,6 +13,7 @@ from bmsgw.model import GatewayState, PackSample
 from bmsgw.outputs import OUTPUTS, Output
 from bmsgw.pipeline import Pipeline
 from bmsgw.sources import SOURCES, Source, group_packs
+from bmsgw.telemetry import Service, build_services
 
 __all__ = ["Gateway"]
 
@@ -36,6 +37,7 @@ class Gateway:
             OUTPUTS[o.protocol](o, self.clock, self.state) for o in settings.outputs
         ]
         self._listeners: list[Callable[[GatewayState], None]] = []
+        self.services: list[Service] = build_services(self)
 
     def state(self) -> GatewayState:
         """The newest published state."""
@@ -62,6 +64,7 @@ class Gateway:
         async with asyncio.TaskGroup() as tg:
             tasks = [tg.create_task(s.run()) for s in self.sources]
             tasks += [tg.create_task(o.run()) for o in self.outputs]
+            tasks += [tg.create_task(s.run()) for s in self.services]
             tasks += [tg.create_task(fn()) for fn in extra]
             tasks.append(tg.create_task(self._ticker()))
             if duration is not None:
