@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
 from bmsgw.clock import Clock, MonotonicClock
 from bmsgw.config import Settings
 from bmsgw.log import get_logger
 from bmsgw.model import GatewayState, PackSample
-from bmsgw.outputs import OUTPUTS, Output
+from bmsgw.outputs import OUTPUTS, Output, TakesCommands
 from bmsgw.pipeline import Pipeline
 from bmsgw.sources import SOURCES, Source, group_packs
 from bmsgw.telemetry import Service, build_services
@@ -24,19 +24,30 @@ class Gateway:
     """The running daemon: pack sources → pipeline → outputs, all on one event loop."""
 
     def __init__(
-        self, settings: Settings, clock: Clock | None = None, *, frame_timestamps: bool = False
+        self,
+        settings: Settings,
+        clock: Clock | None = None,
+        *,
+        frame_timestamps: bool = False,
+        initial_soc: Sequence[float] | None = None,
+        initial_cell_soc: Sequence[Sequence[float]] | None = None,
     ) -> None:
+        """`initial_soc`/`initial_cell_soc`: the core's starting SOC (restored state); None = from OCV."""
         self.settings = settings
         self.clock: Clock = clock or MonotonicClock()
-        self.pipeline = Pipeline(settings)
+        self.pipeline = Pipeline(settings, initial_soc, initial_cell_soc=initial_cell_soc)
         self.sources: list[Source] = [
             SOURCES[kind](settings, packs, self.clock, self.on_sample, self.state, frame_timestamps)
             for (kind, _), packs in group_packs(settings).items()
         ]
         self.outputs: list[Output] = [
-            OUTPUTS[o.protocol](o, self.clock, self.state) for o in settings.outputs
+            OUTPUTS[o.protocol](settings, o, self.clock, self.state) for o in settings.outputs
         ]
+        for out in self.outputs:  # EMS commands written to an output tighten the limits of every output
+            if isinstance(out, TakesCommands) and self.pipeline.ems is not None:
+                out.ems = self.pipeline.ems
         self._listeners: list[Callable[[GatewayState], None]] = []
+        self.tasks: list[asyncio.Task[None]] = []  # sources, outputs and the ticker while run() runs
         self.services: list[Service] = build_services(self)
 
     def state(self) -> GatewayState:
@@ -67,6 +78,7 @@ class Gateway:
             tasks += [tg.create_task(s.run()) for s in self.services]
             tasks += [tg.create_task(fn()) for fn in extra]
             tasks.append(tg.create_task(self._ticker()))
+            self.tasks = tasks[: len(self.sources) + len(self.outputs)] + tasks[-1:]
             if duration is not None:
                 await self._wait_until(self.clock.now() + duration)
                 for task in tasks:

@@ -1,4 +1,4 @@
-"""Command line: run, simulate, replay, config check/show, --version."""
+"""Command line: run, simulate, replay, estimate, config check/show, --version."""
 
 from __future__ import annotations
 
@@ -67,7 +67,7 @@ def _parser() -> argparse.ArgumentParser:
         sp.add_argument("--log-format", choices=("auto", "json", "console"), help="log output format")
         sp.add_argument("--log-level", choices=("debug", "info", "warning", "error"), help="log level")
 
-    run = sub.add_parser("run", help="run the gateway service")
+    run = sub.add_parser("run", help="run the gateway service (SIGHUP reloads the configuration)")
     common(run)
     run.add_argument("--stale-after", type=float, metavar="S", help="gateway.stale_after_s")
     run.set_defaults(func=_cmd_run)
@@ -113,6 +113,38 @@ def _parser() -> argparse.ArgumentParser:
     )
     rep.add_argument("--json", action="store_true", help="print the summary as JSON")
     rep.set_defaults(func=_cmd_replay)
+
+    from bmsgw.sources import SERIAL_KINDS
+
+    prb = sub.add_parser("probe", help="read a serial BMS once and print what it reports (exit 2: no answer)")
+    prb.add_argument("--source", required=True, choices=list(SERIAL_KINDS), help="BMS kind")
+    prb.add_argument("--port", required=True, metavar="PATH", help="serial device or socket://host:port")
+    prb.add_argument("--address", type=_address, default=0, metavar="N", help="bus address (e.g. 0x41)")
+    prb.add_argument("--baudrate", type=int, metavar="B", help="default: the kind's own")
+    prb.add_argument("--json", action="store_true", help="print JSON")
+    prb.add_argument("--verbose", action="store_true", help="also print the raw frames in hex")
+    prb.set_defaults(func=_cmd_probe)
+
+    hc = sub.add_parser("healthcheck", help="GET /healthz of the running gateway (exit 0 healthy, 1 not)")
+    hc.add_argument("--config", type=Path, help="TOML configuration ([web] host and port)")
+    hc.add_argument("--url", help="base URL of the web server instead, e.g. http://127.0.0.1:8080")
+    hc.add_argument("--timeout", type=float, default=5.0, metavar="S", help="seconds to wait (default 5)")
+    hc.set_defaults(func=_cmd_healthcheck)
+
+    est = sub.add_parser(
+        "estimate", help="estimate the SOC of a logged cell offline (CSV t_s,current_a,voltage_v[,…])"
+    )
+    est.add_argument("input", type=Path, metavar="INPUT.csv")
+    est.add_argument("--chemistry", required=True, choices=[c.value for c in Chemistry])
+    est.add_argument("--capacity-ah", required=True, type=float, metavar="C", help="rated cell capacity")
+    est.add_argument("--ocv", type=Path, metavar="OCV.csv", help="measured OCV table (CSV soc,ocv_v)")
+    est.add_argument("--initial-soc", type=float, metavar="S", help="initial SOC 0..1 (default: from OCV)")
+    est.add_argument(
+        "--current-sign", choices=("charge-positive", "discharge-positive"), default="charge-positive",
+        help="sign convention of current_a in INPUT (default charge-positive)",
+    )  # fmt: skip
+    est.add_argument("-o", "--output", type=Path, metavar="OUT.csv", help="write here (default: stdout)")
+    est.set_defaults(func=_cmd_estimate)
 
     cfg = sub.add_parser("config", help="check or show configuration")
     csub = cfg.add_subparsers(title="config commands", metavar="ACTION")
@@ -163,13 +195,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
     cli = _overrides(args)
     if args.stale_after is not None:
         cli["gateway.stale_after_s"] = args.stale_after
-    settings, _ = load_settings(args.config, cli)
+    settings, origin = load_settings(args.config, cli)
     _setup_logging(settings)
-    from bmsgw.app import Gateway
+    _warn_token_readable(args.config, origin)
+    from bmsgw import daemon
 
-    gateway = Gateway(settings)
-    asyncio.run(_until_signal(gateway.run()))
-    return 0
+    return daemon.run(settings, args.config, cli)  # SIGHUP reloads, SIGTERM stops (docs/deployment.md)
 
 
 async def _until_signal(coro: Any) -> None:
@@ -193,11 +224,12 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
         raise ConfigError([f"--start-hour = {args.start_hour}: must be within 0..24"])
     if args.initial_soc is not None and not 0 <= args.initial_soc <= 1:
         raise ConfigError([f"--initial-soc = {args.initial_soc}: must be within 0..1"])
-    base, _ = load_settings(args.config, _overrides(args))
+    base, origin = load_settings(args.config, _overrides(args))
     settings = simulation_settings(
         base, packs=args.packs, cells=args.cells, chemistry=args.chemistry, from_file=args.config is not None
     )
     _setup_logging(settings)
+    _warn_token_readable(args.config, origin)
     try:
         summary = asyncio.run(_simulate(settings, args))
     except SimulationError as exc:
@@ -320,6 +352,56 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     return 0
 
 
+def _address(text: str) -> int:
+    return int(text, 0)
+
+
+def _cmd_probe(args: argparse.Namespace) -> int:
+    from bmsgw.sources.serial_bms import ProbeError, format_probe, probe
+
+    try:
+        result = asyncio.run(probe(args.source, args.port, address=args.address, baudrate=args.baudrate))
+    except ProbeError as exc:
+        print(f"bmsgw: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    print(json.dumps(result.as_dict(args.verbose)) if args.json else format_probe(result, args.verbose))
+    return 0
+
+
+def _warn_token_readable(config: Path | None, origin: dict[str, Source]) -> None:
+    if origin.get("web.token") is Source.FILE:
+        from bmsgw.telemetry.web import warn_if_token_readable
+
+        warn_if_token_readable(config, origin)
+
+
+def _cmd_healthcheck(args: argparse.Namespace) -> int:
+    """Exit 0 when /healthz says healthy, 1 otherwise (never 2: Docker reserves it)."""
+    from bmsgw.telemetry.health import base_url, probe
+
+    if args.url:
+        url = args.url.rstrip("/")
+    else:
+        try:
+            settings, _ = load_settings(args.config)
+        except ConfigError as exc:
+            print(f"unhealthy: invalid configuration: {'; '.join(exc.problems)}")
+            return 1
+        if not settings.web.enabled:
+            print("unhealthy: the web server is disabled ([web] enabled = false)")
+            return 1
+        url = base_url(settings.web)
+    ok, reason = probe(url if url.endswith("/healthz") else url + "/healthz", args.timeout)
+    print(reason)
+    return 0 if ok else 1
+
+
+def _cmd_estimate(args: argparse.Namespace) -> int:
+    from bmsgw.estimate import run_cli
+
+    return run_cli(args)
+
+
 def _cmd_config_check(args: argparse.Namespace) -> int:
     load_settings(args.file, env={})
     print(f"{args.file}: ok")
@@ -334,7 +416,10 @@ def _cmd_config_show(args: argparse.Namespace) -> int:
     params = core_params(settings)
     chem_default = {k for k, v in effective.items() if k.startswith("limits.") and v is None}
     for key in chem_default:
-        effective[key] = getattr(params, key.removeprefix("limits."))
+        name = key.removeprefix("limits.")
+        value = getattr(params, name)
+        # per-pack settings (NaN in CoreParams) resolve to one value per pack
+        effective[key] = list(params.per_pack(name)) if math.isnan(value) else value
     if args.json:
         doc = {k: {"value": v, "source": origin.get(k, Source.DEFAULT).value} for k, v in effective.items()}
         print(json.dumps(doc, indent=2))

@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 import enum
+import ipaddress
 import tomllib
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, EnvSettingsSource, SettingsConfigDict
 
 from bmsgw.model import Chemistry
@@ -18,10 +27,12 @@ __all__ = [
     "ConfigError",
     "GatewaySection",
     "LimitsSection",
+    "MqttSection",
     "OutputConfig",
     "PackConfig",
     "Settings",
     "Source",
+    "WebSection",
     "flatten",
     "load_settings",
 ]
@@ -53,6 +64,7 @@ class GatewaySection(_Section):
 
     name: str = Field("bmsgw", min_length=1, max_length=64)
     state_dir: Path = Path("/var/lib/bmsgw")
+    state_save_period_s: float = Field(300.0, ge=1, le=86400)
     stale_after_s: float = Field(5.0, gt=0, le=600)
     recovery_ramp_s: float = Field(60.0, ge=0, le=3600)
     step_period_s: float = Field(0.25, gt=0, le=5)
@@ -123,6 +135,10 @@ class LimitsSection(_Section):
     debounce_s: float = Field(1.0, ge=0, le=600)
     rest_current_a: float = Field(0.5, ge=0, le=100)
     rest_time_s: float = Field(1800.0, ge=0, le=86400)
+    full_tail_current_a: float | None = Field(None, gt=0, le=5000)  # None: 0.05 C of each pack
+    full_voltage_margin_v: float = Field(0.05, ge=0, le=1)
+    full_hold_s: float = Field(60.0, ge=0, le=3600)
+    empty_voltage_cell_v: float | None = Field(None, gt=0, lt=6)  # None: cell_v_min_alarm
 
     @model_validator(mode="after")
     def _ordered(self) -> LimitsSection:
@@ -152,10 +168,12 @@ class OutputConfig(_Section):
     port: str | None = Field(None, min_length=1)
     baudrate: int | None = Field(None, ge=1200, le=921_600)
     host: str = "127.0.0.1"
-    tcp_port: int | None = Field(None, ge=1, le=65535)
+    tcp_port: int | None = Field(None, ge=0, le=65535)  # 0: any free port (tests)
+    address: int = Field(2, ge=1, le=0xEF)  # Pylontech RS485 ADR of the first module (pack i: + i)
     unit_id: int = Field(1, ge=1, le=247)
     writes: bool = False
-    allow: list[str] = Field(default_factory=list)
+    allow: list[str] = Field(default_factory=list, max_length=64)
+    control_timeout_s: float = Field(60.0, ge=1, le=3600)
 
     @field_validator("protocol")
     @classmethod
@@ -166,12 +184,100 @@ class OutputConfig(_Section):
             raise ValueError(f"unknown protocol {v!r}; allowed: {', '.join(OUTPUTS)}")
         return v
 
+    @field_validator("allow")
+    @classmethod
+    def _ip_networks(cls, v: list[str]) -> list[str]:
+        for entry in v:
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError:
+                raise ValueError(
+                    f"{entry!r} is not an IP address or network (e.g. 192.168.1.10, 192.168.1.0/24, ::1)"
+                ) from None
+        return v
+
     @field_validator("manufacturer")
     @classmethod
     def _ascii(cls, v: str) -> str:
         if not v.isascii():
             raise ValueError("manufacturer must be ASCII (at most 8 characters)")
         return v
+
+    @model_validator(mode="after")
+    def _protocol_checks(self) -> OutputConfig:
+        from bmsgw.outputs import OUTPUT_CHECKS
+
+        check = OUTPUT_CHECKS.get(self.protocol)
+        problem = check(self) if check is not None else None
+        if problem is not None:
+            raise ValueError(problem)
+        return self
+
+
+class WebSection(_Section):
+    """[web]: dashboard, JSON API, Prometheus metrics and health check over HTTP."""
+
+    enabled: bool = True
+    host: str = Field("127.0.0.1", min_length=1, max_length=253)
+    port: int = Field(8080, ge=0, le=65535)  # 0: any free port (tests)
+    token: SecretStr | None = None
+
+    @field_validator("host")
+    @classmethod
+    def _host(cls, v: str) -> str:
+        if any(c.isspace() or c in "/[]" for c in v):
+            raise ValueError("expected an IP address or host name, e.g. 127.0.0.1 or 0.0.0.0")
+        return v
+
+    @field_validator("token")
+    @classmethod
+    def _token(cls, v: SecretStr | None) -> SecretStr | None:
+        if v is None:
+            return v
+        secret = v.get_secret_value()
+        if not 16 <= len(secret) <= 256:
+            raise ValueError(f"token must be 16..256 characters long, got {len(secret)}")
+        if not all(33 <= ord(c) < 127 for c in secret):
+            raise ValueError("token must be printable ASCII without spaces (it travels in an HTTP header)")
+        return v
+
+
+class MqttSection(_Section):
+    """[mqtt]: publish the state to an MQTT broker, with Home Assistant discovery (docs/mqtt.md)."""
+
+    enabled: bool = False
+    host: str = Field("127.0.0.1", min_length=1, max_length=253)
+    port: int = Field(1883, ge=1, le=65535)
+    username: str | None = Field(None, min_length=1, max_length=256)
+    password: SecretStr | None = None
+    client_id: str | None = Field(None, min_length=1, max_length=128)
+    topic_prefix: str | None = Field(None, min_length=1, max_length=128)
+    discovery: bool = True
+    discovery_prefix: str = Field("homeassistant", min_length=1, max_length=128)
+    publish_interval_s: float = Field(5.0, ge=0.1, le=3600)
+    keepalive_s: int = Field(60, ge=5, le=3600)
+    tls: bool = False
+    tls_ca_file: Path | None = None
+
+    @field_validator("topic_prefix", "discovery_prefix")
+    @classmethod
+    def _topic(cls, v: str | None) -> str | None:
+        if v is not None and (any(c in "+#\0" for c in v) or v.startswith("/") or v.endswith("/")):
+            raise ValueError("expected an MQTT topic without wildcards (+ #) or a leading/trailing /")
+        return v
+
+    @field_validator("tls_ca_file")
+    @classmethod
+    def _ca_file(cls, v: Path | None) -> Path | None:
+        if v is not None and not v.is_file():
+            raise ValueError("no such file (a PEM file of the CA certificates to trust)")
+        return v
+
+    @model_validator(mode="after")
+    def _credentials(self) -> MqttSection:
+        if self.password is not None and self.username is None:
+            raise ValueError("password is set but username is not")
+        return self
 
 
 def _default_packs() -> list[PackConfig]:
@@ -190,6 +296,8 @@ class Settings(BaseSettings):
     can: CanSection = CanSection()
     limits: LimitsSection = LimitsSection()
     outputs: list[OutputConfig] = Field(default_factory=list, max_length=8)
+    web: WebSection = WebSection()
+    mqtt: MqttSection = MqttSection()
 
     @model_validator(mode="after")
     def _consistent(self) -> Settings:
@@ -202,6 +310,23 @@ class Settings(BaseSettings):
         chems = {p.chemistry for p in self.packs}
         if len(chems) > 1:
             raise ValueError("packs: all packs must share one chemistry (lfp or nmc)")
+        from bmsgw.sources import check_packs
+
+        problems = check_packs(self.packs)  # per-kind rules (serial port, bus address) from the registry
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    @model_validator(mode="after")
+    def _mqtt_ids(self) -> Settings:
+        from bmsgw.telemetry.ha_discovery import slug
+
+        slugs = [slug(p.id) for p in self.packs]
+        if self.mqtt.enabled and len(set(slugs)) != len(slugs):
+            raise ValueError(
+                f"packs: with [mqtt] enabled, ids must stay distinct as MQTT/Home Assistant ids "
+                f"(letters, digits, _ and -; others become _), got {slugs}"
+            )
         return self
 
     @property
@@ -332,6 +457,13 @@ def _model_for(loc: tuple[int | str, ...]) -> type[BaseModel] | None:
     return model
 
 
+def _is_secret(loc: tuple[int | str, ...]) -> bool:
+    """True for a SecretStr field: its value never goes into an error message."""
+    parent = _model_for(loc[:-1])
+    field = parent.model_fields.get(str(loc[-1])) if parent else None
+    return field is not None and "SecretStr" in str(field.annotation)
+
+
 def _explain(exc: ValidationError, data: Mapping[str, Any]) -> list[str]:
     problems = []
     for err in exc.errors():
@@ -346,7 +478,8 @@ def _explain(exc: ValidationError, data: Mapping[str, Any]) -> list[str]:
         if err["type"] == "missing":
             problems.append(f"{where}: required key is missing")
         elif loc:
-            problems.append(f"{where} = {err['input']!r}: {msg}")
+            shown = "<secret>" if _is_secret(loc) else repr(err["input"])
+            problems.append(f"{where} = {shown}: {msg}")
         else:
             problems.append(f"{msg}")
     return problems

@@ -85,6 +85,7 @@ class Reason(enum.StrEnum):
     COMM_LOST = "comm_lost"
     RECOVERY = "recovery"
     PACK_VOLTAGE = "pack_voltage"
+    EMS = "ems"  # an energy-management system command tightened it (bmsgw/ems.py)
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,6 +12,7 @@ from bmsgw.aggregator import Aggregator, Plausibility
 from bmsgw.config import Settings
 from bmsgw.core import Core, CoreOutput, CoreParams, PackOutput
 from bmsgw.core.chemistry import profile
+from bmsgw.ems import EmsCommands
 from bmsgw.model import (
     Alarm,
     CellRef,
@@ -44,7 +45,14 @@ def core_params(settings: Settings) -> CoreParams:
 class Pipeline:
     """Aggregator + core; `submit` samples as they arrive, `step(t)` publishes a new state."""
 
-    def __init__(self, settings: Settings, initial_soc: Sequence[float] | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        initial_soc: Sequence[float] | None = None,
+        *,
+        initial_cell_soc: Sequence[Sequence[float]] | None = None,
+    ) -> None:
+        """`initial_soc`/`initial_cell_soc`: the core's starting SOC (see Core); None = from OCV."""
         self.settings = settings
         self.params = core_params(settings)
         prof = profile(settings.chemistry)
@@ -57,7 +65,9 @@ class Pipeline:
             settings.gateway.stale_after_s,
             settings.gateway.frozen_after,
         )
-        self.core = Core(self.params, initial_soc)
+        self.core = Core(self.params, initial_soc, initial_cell_soc=initial_cell_soc)
+        # EMS commands (from outputs with `writes = true`) tighten the core's limits on every step.
+        self.ems = EmsCommands() if any(o.writes for o in settings.outputs) else None
         self._stats: list[_Extremes | None] = [None] * len(self._ids)
         self._views: list[tuple[PackStatus, PackSample | None, PackOutput | None, PackView] | None] = [
             None
@@ -122,6 +132,8 @@ class Pipeline:
         shown = online or [s for s in latest if s is not None]
         if out is not None:
             limits, soc, soh = out.limits, out.soc, out.soh
+            if self.ems is not None:
+                limits = self.ems.apply(limits, t, soc)
             alarms = tuple(sorted((*out.alarms, *sensor_alarms), key=lambda a: (a.since, a.code)))
         else:
             limits, soc, soh, alarms = _no_data_limits(self.params), math.nan, math.nan, ()

@@ -4,13 +4,27 @@ from __future__ import annotations
 
 import asyncio
 import struct
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
 from bmsgw.bms.pack_can import encode_tick
-from bmsgw.model import BmsFlags, Frame
+from bmsgw.model import (
+    Alarm,
+    AlarmCode,
+    AlarmLevel,
+    BmsFlags,
+    CellRef,
+    Frame,
+    GatewayState,
+    Limit,
+    Limits,
+    PackStatus,
+    PackView,
+    Reason,
+)
 from bmsgw.transport.can_bus import AsyncCanBus
 
 
@@ -60,6 +74,85 @@ async def run_fake_pack(bus: AsyncCanBus, model: PackModel, period_s: float) -> 
         await asyncio.sleep(period_s)
 
 
+# --- GatewayState builders for inverter codec tests ----------------------------------------------------
+
+
+def lim(
+    cvl: float = 56.0,
+    ccl: float = 100.0,
+    dcl: float = 150.0,
+    dvl: float = 46.0,
+    *,
+    charge: bool = True,
+    discharge: bool = True,
+    force_1: bool = False,
+    force_2: bool = False,
+    full: bool = False,
+) -> Limits:
+    """Limits with reason CONFIG."""
+    return Limits(
+        cvl=Limit(cvl, Reason.CONFIG),
+        ccl=Limit(ccl, Reason.CONFIG),
+        dcl=Limit(dcl, Reason.CONFIG),
+        dvl=Limit(dvl, Reason.CONFIG),
+        charge_enable=charge,
+        discharge_enable=discharge,
+        force_charge_1=force_1,
+        force_charge_2=force_2,
+        full_charge_request=full,
+    )
+
+
+def make_state(
+    limits: Limits | None = None,
+    alarms: tuple[Alarm, ...] = (),
+    *,
+    soc: float = 0.5,
+    soh: float = 1.0,
+    voltage: float = 52.0,
+    current: float = 0.0,
+    temperature: float = 25.0,
+    statuses: tuple[PackStatus, ...] = (PackStatus.ONLINE,),
+    cell_v: tuple[float, float] = (3.3, 3.3),
+    cell_v_at: tuple[CellRef, CellRef] = (CellRef(0, 0), CellRef(0, 0)),
+    cell_t: tuple[float, float] | None = None,
+    cell_t_at: tuple[CellRef, CellRef] = (CellRef(0, 0), CellRef(0, 0)),
+    capacity_ah: float = 0.0,
+    contactor_open: frozenset[int] = frozenset(),
+) -> GatewayState:
+    """A state with one pack per status; cell temperatures default to `temperature`."""
+    packs = tuple(
+        PackView(i, f"pack{i}", s, None, soc, soh, contactor_open_request=i in contactor_open)
+        for i, s in enumerate(statuses)
+    )
+    t_min, t_max = cell_t if cell_t is not None else (temperature, temperature)
+    return GatewayState(
+        t=0.0,
+        packs=packs,
+        soc=soc,
+        soh=soh,
+        voltage=voltage,
+        current=current,
+        temperature=temperature,
+        cell_v_min=cell_v[0],
+        cell_v_max=cell_v[1],
+        cell_v_min_at=cell_v_at[0],
+        cell_v_max_at=cell_v_at[1],
+        cell_t_min=t_min,
+        cell_t_max=t_max,
+        cell_t_min_at=cell_t_at[0],
+        cell_t_max_at=cell_t_at[1],
+        limits=limits if limits is not None else lim(),
+        alarms=alarms,
+        capacity_ah=capacity_ah,
+    )
+
+
+def alarm(code: AlarmCode, level: AlarmLevel = AlarmLevel.ALARM, pack: int | None = None) -> Alarm:
+    """An alarm raised at t = 0."""
+    return Alarm(code=code, level=level, since=0.0, pack=pack)
+
+
 # --- independent decoder, written from the V1.2 spec tables (protocols.md §5.1) with struct only -------
 
 DLC = {0x351: 8, 0x355: 4, 0x356: 6, 0x359: 7, 0x35C: 2, 0x35E: 8}
@@ -67,8 +160,8 @@ ORDER = [0x351, 0x355, 0x356, 0x359, 0x35C, 0x35E]
 
 
 @dataclass(frozen=True)
-class Decoded:
-    """Everything the six frames say, in SI units / raw flags."""
+class Common:
+    """0x351, 0x355 (SOC, SOH) and 0x356 as Pylontech, SMA and Victron share them, in SI units."""
 
     cvl: float
     ccl: float
@@ -79,6 +172,12 @@ class Decoded:
     voltage: float
     current: float
     temperature: float
+
+
+@dataclass(frozen=True)
+class Decoded(Common):
+    """Everything the six frames say, in SI units / raw flags."""
+
     flags: frozenset[tuple[int, int]]  # (byte, bit) set in 0x359 bytes 0-3
     modules: int
     pn: bytes
@@ -92,21 +191,44 @@ class Decoded:
     raw: dict[int, tuple[int, ...]]  # integer fields as sent
 
 
-def spec_decode(frames: list[Frame]) -> Decoded:
-    """Decode one six-frame set from the spec tables; asserts ids, order, DLC, standard ids."""
-    assert [f.id for f in frames] == ORDER
+def frames_by_id(frames: Sequence[Frame], dlc: dict[int, int]) -> dict[int, bytes]:
+    """Payloads by id; asserts ids in the order of `dlc`, each DLC, standard ids, bytes payloads."""
+    assert [f.id for f in frames] == list(dlc)
     by_id = {}
     for f in frames:
         assert not f.extended
         assert isinstance(f.data, bytes)
-        assert len(f.data) == DLC[f.id], hex(f.id)
+        assert len(f.data) == dlc[f.id], hex(f.id)
         by_id[f.id] = f.data
+    return by_id
+
+
+def common_fields(by_id: dict[int, bytes]) -> tuple[dict[str, Any], dict[int, tuple[int, ...]]]:
+    """0x351, 0x355 bytes 0-3 and 0x356, shared by Pylontech, SMA and Victron: (SI fields, raw fields)."""
     # 0x351: charge voltage u16 0.1 V, CCL s16 0.1 A, DCL s16 0.1 A, discharge voltage u16 0.1 V
     cvl, ccl, dcl, dvl = struct.unpack("<HhhH", by_id[0x351])
     # 0x355: SOC u16 1 %, SOH u16 1 %
-    soc, soh = struct.unpack("<HH", by_id[0x355])
+    soc, soh = struct.unpack_from("<HH", by_id[0x355])
     # 0x356: voltage s16 0.01 V, current s16 0.1 A, average cell temperature s16 0.1 °C
     v, i, t = struct.unpack("<hhh", by_id[0x356])
+    fields = {
+        "cvl": cvl / 10,
+        "ccl": ccl / 10,
+        "dcl": dcl / 10,
+        "dvl": dvl / 10,
+        "soc": soc,
+        "soh": soh,
+        "voltage": v / 100,
+        "current": i / 10,
+        "temperature": t / 10,
+    }
+    return fields, {0x351: (cvl, ccl, dcl, dvl), 0x355: (soc, soh), 0x356: (v, i, t)}
+
+
+def spec_decode(frames: list[Frame]) -> Decoded:
+    """Decode one six-frame set from the spec tables; asserts ids, order, DLC, standard ids."""
+    by_id = frames_by_id(frames, DLC)
+    fields, raw = common_fields(by_id)
     # 0x359: protection bytes 0-1, alarm bytes 2-3, module numbers, 'P', 'N'
     b0, b1, b2, b3, modules, p, n = struct.unpack("<7B", by_id[0x359])
     flags = frozenset(
@@ -115,15 +237,7 @@ def spec_decode(frames: list[Frame]) -> Decoded:
     # 0x35C: byte 0 request flags
     (req,) = struct.unpack_from("<B", by_id[0x35C])
     return Decoded(
-        cvl=cvl / 10,
-        ccl=ccl / 10,
-        dcl=dcl / 10,
-        dvl=dvl / 10,
-        soc=soc,
-        soh=soh,
-        voltage=v / 100,
-        current=i / 10,
-        temperature=t / 10,
+        **fields,
         flags=flags,
         modules=modules,
         pn=bytes((p, n)),
@@ -134,12 +248,20 @@ def spec_decode(frames: list[Frame]) -> Decoded:
         full_charge=bool(req & 0x08),
         request_raw=by_id[0x35C],
         manufacturer=by_id[0x35E],
-        raw={
-            0x351: (cvl, ccl, dcl, dvl),
-            0x355: (soc, soh),
-            0x356: (v, i, t),
-        },
+        raw=raw,
     )
+
+
+def check_dbc_messages(dbc: Any, lengths: dict[int, int], cycle_ms: dict[int, int]) -> None:
+    """Every message: expected DLC and cycle time, standard id, commented little-endian signals."""
+    assert {m.frame_id: m.length for m in dbc.messages} == lengths
+    for m in dbc.messages:
+        assert m.cycle_time == cycle_ms[m.frame_id], m.name
+        assert not m.is_extended_frame
+        assert m.comment
+        for s in m.signals:
+            assert s.byte_order == "little_endian"
+            assert s.comment, s.name
 
 
 # Spec bit of each condition, (byte, bit), from the V1.2 0x359 table.

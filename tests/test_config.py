@@ -70,7 +70,10 @@ def test_env_packs_as_json() -> None:
             "packs[0].chemistry = 'lto': Input should be 'lfp' or 'nmc'",
         ),
         ("[[packs]]\ncells = 4\n", "packs[0].id: required key is missing"),
-        ("[[packs]]\nid = 'a'\nsource = 'jk'\n", "packs[0].source = 'jk': unknown source 'jk'; allowed: can"),
+        (
+            "[[packs]]\nid = 'a'\nsource = 'ant'\n",
+            "packs[0].source = 'ant': unknown source 'ant'; allowed: can, jk, jbd, daly, daly-modbus",
+        ),
         (
             "[[outputs]]\nprotocol = 'sma'\n",
             "outputs[0].protocol = 'sma': unknown protocol 'sma'; allowed: pylontech-can",

@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 
 from bmsgw.core import IS_COMPILED, Core, CoreOutput, CoreParams, _kernel
 from bmsgw.core._devbuild import BuildUnavailableError, build_compiled_kernel, load_pure_kernel
+from bmsgw.core.chemistry import profile
 from bmsgw.model import BmsFlags, Chemistry, PackSample
 
 TOL = 1e-12
@@ -56,6 +57,10 @@ def _assert_same_output(a: CoreOutput, b: CoreOutput, where: str) -> None:
         np.testing.assert_allclose(pa.cell_soc, pb.cell_soc, rtol=TOL, atol=TOL, err_msg=where)
         assert pa.balance_mask == pb.balance_mask, where
         assert pa.contactor_open_request == pb.contactor_open_request, where
+        for name in ("soc_std", "capacity_ah", "r0_ohm", "current_bias_a", "last_anchor_t", "first_anchor_t"):
+            va, vb = getattr(pa, name), getattr(pb, name)
+            assert (math.isnan(va) and math.isnan(vb)) or _close(va, vb), f"{where}: {name} {va!r} vs {vb!r}"
+        assert (pa.anchors, pa.last_anchor) == (pb.anchors, pb.last_anchor), where
 
 
 def _assert_same_state(a: dict[str, Any], b: dict[str, Any]) -> None:
@@ -112,9 +117,12 @@ def _scenario(seed: int, n_packs: int, cells: int, sensors: int) -> Iterator[tup
                 i = float(rng.choice([70.0, -130.0, 0.0]))  # overcurrent both ways
                 if k % 50 < 10:
                     flags |= BmsFlags(int(rng.choice([1 << 4, 1 << 8, 1 << 12, 1 << 14, 1 << 15])))
-            elif phase in (6, 7):
-                i = float(rng.normal(0, 0.1))  # rest → OCV correction
+            elif phase == 6:
+                i = float(rng.normal(0, 0.1))  # rest → OCV reset
                 v = base_v[p] + 0.08 + rng.normal(0, 0.001, cells)
+            elif phase == 7:
+                i = float(rng.normal(1.0, 0.1))  # tail current at the CV level → full calibration
+                v = base_v[p] + 0.15 + rng.normal(0, 0.001, cells)
             st_ = t - float(rng.choice([0.0, 0.02]))
             if rng.random() < 0.003:
                 st_ += 7.0  # a jump in sample time (gap: no integration)
@@ -125,11 +133,12 @@ def _scenario(seed: int, n_packs: int, cells: int, sensors: int) -> Iterator[tup
 
 
 @pytest.mark.parametrize(
-    ("chem", "n_packs", "cells", "sensors", "initial"),
+    ("chem", "n_packs", "cells", "sensors", "initial", "estimator"),
     [
-        (Chemistry.LFP, 3, 16, 4, None),
-        (Chemistry.NMC, 2, 14, 3, [0.3, 0.9]),
-        (Chemistry.LFP, 1, 70, 0, None),  # > 62 cells (mask via bal), no sensors
+        (Chemistry.LFP, 3, 16, 4, None, "ekf"),
+        (Chemistry.NMC, 2, 14, 3, [0.3, 0.9], "ekf"),
+        (Chemistry.LFP, 1, 70, 0, None, "ekf"),  # > 62 cells (mask via bal), no sensors
+        (Chemistry.LFP, 2, 8, 2, [0.5, 0.6], "counting"),
     ],
 )
 def test_compiled_and_pure_agree_on_a_mixed_scenario(
@@ -140,23 +149,34 @@ def test_compiled_and_pure_agree_on_a_mixed_scenario(
     cells: int,
     sensors: int,
     initial: list[float] | None,
+    estimator: str,
 ) -> None:
     pure, compiled = kernels
     p = CoreParams.defaults(
-        chem, (cells,) * n_packs, (sensors,) * n_packs, (100.0,) * n_packs, rest_time_s=30.0
+        chem,
+        (cells,) * n_packs,
+        (sensors,) * n_packs,
+        (100.0,) * n_packs,
+        rest_time_s=10.0,
+        full_hold_s=5.0,
+        full_voltage_margin_v=profile(chem).charge_voltage_cell_v - 3.40,  # the scenario's "CV" phase
+        estimator=estimator,
     )
     a = Core(p, initial, kernel_module=pure)
     b = Core(p, initial, kernel_module=compiled)
     n_alarm_steps = 0
+    anchors: set[str] = set()
     for k, (t, samples) in enumerate(_scenario(11, n_packs, cells, sensors)):
         oa = a.step(t, samples)
         ob = b.step(t, samples)
         _assert_same_output(oa, ob, f"step {k} t={t}")
         n_alarm_steps += bool(oa.alarms)
+        anchors.update(po.last_anchor for po in oa.packs)
         if k % 250 == 0:
             _assert_same_state(a.debug_state(), b.debug_state())
     _assert_same_state(a.debug_state(), b.debug_state())
     assert n_alarm_steps > 100  # the scenario really went through the protection paths
+    assert {"rest", "full", "empty"} <= anchors  # … and through every SOC anchor
 
 
 @settings(max_examples=30, deadline=None)

@@ -28,25 +28,17 @@ from fakes import (
     P_UT,
     P_UV,
     Decoded,
+    alarm,
+    check_dbc_messages,
+    lim,
+    make_state,
     spec_decode,
 )
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bmsgw.inverter import pylontech_can as pc
-from bmsgw.model import (
-    Alarm,
-    AlarmCode,
-    AlarmLevel,
-    CellRef,
-    Frame,
-    GatewayState,
-    Limit,
-    Limits,
-    PackStatus,
-    PackView,
-    Reason,
-)
+from bmsgw.model import AlarmCode, AlarmLevel, Frame, GatewayState, PackStatus
 
 # Expected (protection bit, warning bit) per code; None = no spec bit.
 EXPECTED_BITS: dict[AlarmCode, tuple[tuple[int, int] | None, tuple[int, int] | None]] = {
@@ -64,72 +56,6 @@ EXPECTED_BITS: dict[AlarmCode, tuple[tuple[int, int] | None, tuple[int, int] | N
     AlarmCode.COMM_LOST: (A_COMM, A_COMM),
     AlarmCode.CELL_IMBALANCE: (None, None),
 }
-
-
-# --- state builder ---------------------------------------------------------------------------------------
-
-
-def lim(
-    cvl: float = 56.0,
-    ccl: float = 100.0,
-    dcl: float = 150.0,
-    dvl: float = 46.0,
-    *,
-    charge: bool = True,
-    discharge: bool = True,
-    force_1: bool = False,
-    force_2: bool = False,
-    full: bool = False,
-) -> Limits:
-    return Limits(
-        cvl=Limit(cvl, Reason.CONFIG),
-        ccl=Limit(ccl, Reason.CONFIG),
-        dcl=Limit(dcl, Reason.CONFIG),
-        dvl=Limit(dvl, Reason.CONFIG),
-        charge_enable=charge,
-        discharge_enable=discharge,
-        force_charge_1=force_1,
-        force_charge_2=force_2,
-        full_charge_request=full,
-    )
-
-
-def make_state(
-    limits: Limits | None = None,
-    alarms: tuple[Alarm, ...] = (),
-    *,
-    soc: float = 0.5,
-    soh: float = 1.0,
-    voltage: float = 52.0,
-    current: float = 0.0,
-    temperature: float = 25.0,
-    statuses: tuple[PackStatus, ...] = (PackStatus.ONLINE,),
-) -> GatewayState:
-    packs = tuple(PackView(i, f"pack{i}", s, None, soc, soh) for i, s in enumerate(statuses))
-    ref = CellRef(0, 0)
-    return GatewayState(
-        t=0.0,
-        packs=packs,
-        soc=soc,
-        soh=soh,
-        voltage=voltage,
-        current=current,
-        temperature=temperature,
-        cell_v_min=3.3,
-        cell_v_max=3.3,
-        cell_v_min_at=ref,
-        cell_v_max_at=ref,
-        cell_t_min=temperature,
-        cell_t_max=temperature,
-        cell_t_min_at=ref,
-        cell_t_max_at=ref,
-        limits=limits if limits is not None else lim(),
-        alarms=alarms,
-    )
-
-
-def alarm(code: AlarmCode, level: AlarmLevel = AlarmLevel.ALARM) -> Alarm:
-    return Alarm(code=code, level=level, since=0.0)
 
 
 def enc(state: GatewayState, **kw: Any) -> Decoded:
@@ -471,15 +397,8 @@ def test_dbc_matches_spec_bits(dbc: Any) -> None:
 
 
 def test_dbc_messages_and_cycle_times(dbc: Any) -> None:
-    lengths = {m.frame_id: m.length for m in dbc.messages}
-    assert lengths == {**DLC, 0x305: 8}
-    for m in dbc.messages:
-        assert m.cycle_time == 1000, m.name
-        assert not m.is_extended_frame
-        assert m.comment
-        for s in m.signals:
-            assert s.byte_order == "little_endian"
-            assert s.comment, s.name
+    lengths = {**DLC, 0x305: 8}
+    check_dbc_messages(dbc, lengths, dict.fromkeys(lengths, 1000))
 
 
 def test_spec_decoder_reads_golden_us5000() -> None:

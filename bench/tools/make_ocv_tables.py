@@ -22,8 +22,15 @@ full at 0.077 A; S4 tops off the charge to 3.6 V (CV).
      z ≈ 0.992), and the discharge branch is deep in its diffusion knee below 1 %. The end points z = 0 and
      z = 1 are therefore extrapolated linearly from the two neighbouring grid points (0.01/0.02 and
      0.98/0.99). The report compares them with the relaxed voltages the tests recorded after 2 h rest.
-  6. R0 (for `r0_ohm_ah`) = median of −ΔV/ΔI over 1 s current steps > 1 A in A123_DYN_50_P25_s1 (+ = discharge
-     in that file), times Q. This includes 1 s of polarisation, so it is an upper-side estimate.
+  6. R0 report: median of −ΔV/ΔI over 1 s current steps > 1 A in A123_DYN_50_P25_s1 (+ = discharge in that
+     file), times Q. It includes 1 s of polarisation; the profile's `r0_ohm_ah` comes from the dynamic fit
+     instead (bench/tools/fit_ecm.py), this is the cross-check.
+  7. Temperature and hysteresis: the same steps at 5 °C and 45 °C (A123_OCV_P05/P45_S{1..4}). There scripts 2
+     and 4 ran at 25 °C (Plett's procedure), so η(T) = (Σdis − η25·(chg(S2) + chg(S4))) / (chg(S1) + chg(S3))
+     and Q(T) = dis(S1) + dis(S2) − η(T)·chg(S1) − η25·chg(S2). The hysteresis table M(z) is half the gap
+     between the branches (at C/27 the ohmic part of the gap is < 1 mV); at 25 °C M(0) and M(1) repeat their
+     neighbours. At 5 °C and 45 °C the grid points near the ends where a branch has no samples take the
+     25 °C OCV plus the temperature offset of the nearest complete grid point, and that point's M.
 
 NMC: no measured data here. The table is the LG INR21700-M50 full-cell OCV computed from the electrode
 open-circuit-potential fits and stoichiometry window of Chen et al., "Development of Experimental
@@ -37,6 +44,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import functools
 import gzip
 import math
 import sys
@@ -59,6 +67,7 @@ GRID: tuple[float, ...] = (
 HALF_WINDOW = 0.0025  # ± SOC window averaged around each grid point
 
 
+@functools.cache
 def _load_arbin(path: Path) -> dict[str, np.ndarray]:
     with gzip.open(path, "rt", newline="") as f:
         rows = list(csv.DictReader(f))
@@ -82,27 +91,82 @@ def _branch_at(z_grid: np.ndarray, z: np.ndarray, v: np.ndarray) -> np.ndarray:
     return out
 
 
-def lfp_table(data: Path) -> tuple[np.ndarray, np.ndarray, dict[str, float]]:
-    s = {k: _load_arbin(data / f"A123_OCV_P25_S{k}.csv.gz") for k in (1, 2, 3, 4)}
-    tot_dis = sum(float(s[k]["dis"][-1]) for k in s)
-    tot_chg = sum(float(s[k]["chg"][-1]) for k in s)
-    eta = tot_dis / tot_chg
-    q = float(s[1]["dis"][-1] + s[2]["dis"][-1] - eta * (s[1]["chg"][-1] + s[2]["chg"][-1]))
+def _totals(s: dict[int, dict[str, np.ndarray]]) -> tuple[float, float]:
+    return sum(float(s[k]["dis"][-1]) for k in s), sum(float(s[k]["chg"][-1]) for k in s)
 
+
+def _eta_q(data: Path, temp: str) -> tuple[float, float, dict[int, dict[str, np.ndarray]]]:
+    """η and Q at `temp` (step 1–2 of the module docstring, Plett's split for the non-25 °C tests)."""
+    s = {k: _load_arbin(data / f"A123_OCV_{temp}_S{k}.csv.gz") for k in (1, 2, 3, 4)}
+    s25 = s if temp == "P25" else {k: _load_arbin(data / f"A123_OCV_P25_S{k}.csv.gz") for k in (1, 2, 3, 4)}
+    dis25, chg25 = _totals(s25)
+    eta25 = dis25 / chg25
+    if temp == "P25":
+        eta = eta25
+        q = float(s[1]["dis"][-1] + s[2]["dis"][-1] - eta * (s[1]["chg"][-1] + s[2]["chg"][-1]))
+    else:  # scripts 2 and 4 ran at 25 °C: their charge counts with η(25 °C)
+        dis, _ = _totals(s)
+        eta = (dis - eta25 * float(s[2]["chg"][-1] + s[4]["chg"][-1])) / float(
+            s[1]["chg"][-1] + s[3]["chg"][-1]
+        )
+        q = float(s[1]["dis"][-1] + s[2]["dis"][-1] - eta * s[1]["chg"][-1] - eta25 * s[2]["chg"][-1])
+    return eta, q, s
+
+
+def _branches(
+    data: Path, temp: str
+) -> tuple[np.ndarray, np.ndarray, dict[str, float], dict[int, dict[str, np.ndarray]]]:
+    """Discharge and charge branch on GRID (NaN where a branch has no samples), plus η/Q."""
+    eta, q, s = _eta_q(data, temp)
     m1 = s[1]["step"] == 2
     z_dis = 1.0 - (s[1]["dis"][m1] - eta * s[1]["chg"][m1]) / q
-    v_dis = s[1]["voltage"][m1]
     m3 = s[3]["step"] == 2
     z_chg = (eta * s[3]["chg"][m3] - s[3]["dis"][m3]) / q
-    v_chg = s[3]["voltage"][m3]
-
     z = np.array(GRID)
-    avg = 0.5 * (_branch_at(z, z_chg, v_chg) + _branch_at(z, z_dis, v_dis))
-    # End points: linear extrapolation from the two inner neighbours (see module docstring, step 5).
+    v_dis = _branch_at(z, z_dis, s[1]["voltage"][m1])
+    v_chg = _branch_at(z, z_chg, s[3]["voltage"][m3])
+    info = {"eta": eta, "q_ah": q, "z_dis_end": float(z_dis[-1]), "z_chg_end": float(z_chg[-1])}
+    return v_dis, v_chg, info, s
+
+
+def _extrapolate_ends(avg: np.ndarray) -> None:
+    z = np.array(GRID)
     avg[0] = avg[1] - (avg[2] - avg[1]) * (z[1] - z[0]) / (z[2] - z[1])
     avg[-1] = avg[-2] + (avg[-2] - avg[-3]) * (z[-1] - z[-2]) / (z[-2] - z[-3])
-    if np.isnan(avg).any():
-        raise SystemExit("LFP: a grid point has no data on one branch")
+
+
+def lfp_tables(data: Path, temp: str) -> tuple[np.ndarray, np.ndarray, dict[str, float]]:
+    """OCV (mean of the branches) and hysteresis half-gap M on GRID at chamber temperature `temp`.
+
+    25 °C: steps 4–5 (M at the ends repeats its neighbour). Other temperatures: where both branches exist,
+    the same; at the other grid points (near the ends) OCV = OCV(25 °C) + the temperature offset and M = the
+    half-gap of the nearest complete grid point (step 7).
+    """
+    v_dis, v_chg, info, _ = _branches(data, temp)
+    avg = 0.5 * (v_chg + v_dis)
+    hyst = 0.5 * (v_chg - v_dis)
+    if temp == "P25":
+        _extrapolate_ends(avg)  # step 5
+        hyst[0] = hyst[1]
+        hyst[-1] = hyst[-2]
+    else:
+        avg25, _, _ = lfp_tables(data, "P25")
+        both = np.flatnonzero(~np.isnan(avg))
+        for k in range(len(GRID)):
+            if np.isnan(avg[k]):
+                near = int(both[np.argmin(np.abs(both - k))])
+                avg[k] = avg25[k] + (avg[near] - avg25[near])
+                hyst[k] = hyst[near]
+    if np.isnan(avg).any() or np.isnan(hyst).any():
+        raise SystemExit(f"LFP {temp}: a grid point has no data")
+    return avg, hyst, info
+
+
+def lfp_table(data: Path) -> tuple[np.ndarray, np.ndarray, dict[str, float]]:
+    """The 25 °C table plus R0 and the relaxed-voltage report (steps 1–6)."""
+    avg, _, info = lfp_tables(data, "P25")
+    _, _, _, s = _branches(data, "P25")
+    z = np.array(GRID)
 
     with gzip.open(data / "A123_DYN_50_P25_s1.csv.gz", "rt") as f:
         dyn = np.genfromtxt(f, delimiter=",", names=True)
@@ -110,18 +174,17 @@ def lfp_table(data: Path) -> tuple[np.ndarray, np.ndarray, dict[str, float]]:
     d_v = np.diff(dyn["voltage"])
     steps = np.abs(d_i) > 1.0
     r0 = float(np.median(-d_v[steps] / d_i[steps]))
-
+    q = info["q_ah"]
     rest = {
         # relaxed voltages after 2 h rest, with the SOC they were taken at
         "rest_full_z": 1.0,
         "rest_full_v": float(s[1]["voltage"][s[1]["step"] == 1][-1]),
-        "rest_after_discharge_z": float(z_dis[-1]),
+        "rest_after_discharge_z": info["z_dis_end"],
         "rest_after_discharge_v": float(s[2]["voltage"][s[2]["step"] == 1][-1]),
-        "rest_after_charge_z": float(z_chg[-1]),
+        "rest_after_charge_z": info["z_chg_end"],
         "rest_after_charge_v": float(s[4]["voltage"][s[4]["step"] == 1][-1]),
     }
-    info = {"eta": eta, "q_ah": q, "r0_ohm": r0, "r0_ohm_ah": r0 * q, **rest}
-    return z, avg, info
+    return z, avg, {**info, "r0_ohm": r0, "r0_ohm_ah": r0 * q, **rest}
 
 
 def _u_neg_chen2020(x: float) -> float:
@@ -160,6 +223,9 @@ def _fmt(name: str, values: np.ndarray, digits: int) -> str:
     return f"{name} = ({items})"
 
 
+TEMPS: tuple[tuple[str, float], ...] = (("P05", 5.0), ("P25", 25.0), ("P45", 45.0))
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
@@ -169,17 +235,23 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     z, lfp, info = lfp_table(args.data)
+    by_temp = {name: lfp_tables(args.data, name) for name, _ in TEMPS}
     _, nmc = nmc_table()
-    for name, v in (("LFP", lfp), ("NMC", nmc)):
+    for name, v in [("LFP", lfp), ("NMC", nmc)] + [(f"LFP {t}", by_temp[t][0]) for t, _ in TEMPS]:
         if not np.all(np.diff(v) > 0):
             raise SystemExit(f"{name}: table is not strictly increasing")
 
     print(_fmt("SOC_POINTS", z, 3))
     print(_fmt("LFP_OCV", lfp, 4))
     print(_fmt("NMC_OCV", nmc, 4))
+    for name, temp in TEMPS:
+        avg, hyst, tinfo = by_temp[name]
+        print(f"# {temp:.0f} °C: eta = {tinfo['eta']:.4f}, Q = {tinfo['q_ah']:.4f} Ah")
+        print(_fmt(f"LFP_OCV_{temp:.0f}C", avg, 4))
+        print(_fmt(f"LFP_HYST_{temp:.0f}C", hyst, 4))
     print()
     print(f"A123 25 °C: eta = {info['eta']:.4f}, Q = {info['q_ah']:.4f} Ah")
-    print(f"A123 R0 (1 s steps) = {info['r0_ohm'] * 1e3:.2f} mΩ → r0_ohm_ah = {info['r0_ohm_ah']:.4f}")
+    print(f"A123 R0 (1 s steps) = {info['r0_ohm'] * 1e3:.2f} mΩ → × Q = {info['r0_ohm_ah']:.4f} Ω·Ah")
     for key in ("rest_full", "rest_after_discharge", "rest_after_charge"):
         zz, vv = info[key + "_z"], info[key + "_v"]
         print(f"{key:22s} z = {zz:.4f}: relaxed {vv:.4f} V, table {float(np.interp(zz, z, lfp)):.4f} V")
@@ -192,6 +264,14 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{chem}: SOC grid differs")
                 return 1
             worst = max(worst, float(np.max(np.abs(np.array(p.ocv_points) - v))))
+        lfp_p = chemistry.profile(Chemistry.LFP)
+        if lfp_p.ocv_temps_c != tuple(t for _, t in TEMPS):
+            print(f"LFP: table temperatures {lfp_p.ocv_temps_c} differ")
+            return 1
+        for k, (name, _) in enumerate(TEMPS):
+            avg, hyst, _ = by_temp[name]
+            worst = max(worst, float(np.max(np.abs(np.array(lfp_p.ocv_by_temp[k]) - avg))))
+            worst = max(worst, float(np.max(np.abs(np.array(lfp_p.hyst_by_temp[k]) - hyst))))
         print(f"max |chemistry.py − derived| = {worst * 1e3:.3f} mV")
         return 0 if worst <= 5e-4 else 1
     return 0

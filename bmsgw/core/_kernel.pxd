@@ -11,9 +11,14 @@ cdef long long F_BMS_FAULT, F_ALARM_CELL_OV, F_ALARM_CELL_UV, F_ALARM_OVERTEMP, 
 cdef long long F_ALARM_CHARGE_OC, F_ALARM_DISCHARGE_OC, F_ALARM_SHORT_CIRCUIT, F_ALARM_INTERNAL
 cdef Py_ssize_t L_OV_WARN, L_OV_ALARM, L_UV_WARN, L_UV_ALARM, L_OTC_WARN, L_OTC_ALARM, L_OTD_WARN
 cdef Py_ssize_t L_OTD_ALARM, L_UTD_WARN, L_UTD_ALARM, L_CUT_WARN, L_CUT_ALARM, L_OCC, L_ODC, L_FLAGS0
-cdef Py_ssize_t N_LATCH, MASK_MAX_CELLS
-cdef double MAX_GAP_S, MAX_RAMP_DT_S, OCV_TOL_V, OCV_BLEND_TAU_S, BAL_WINDOW_V, BAL_DELTA_V
-cdef double TIME_EPS, UNSET, UNSET_BELOW
+cdef Py_ssize_t N_LATCH, MASK_MAX_CELLS, ANCHOR_ITERS
+cdef int K_NONE, K_CONVERGED, K_REST, K_FULL, K_EMPTY, EST_EKF, EST_COUNTING
+cdef double MAX_GAP_S, MAX_RAMP_DT_S, BAL_WINDOW_V, BAL_DELTA_V
+cdef double INIT_OCV_V, INIT_SD_MIN, INIT_SD_MAX, KNOWN_SD, KNOWN_CELL_SD, V1_SD0, H_SD0, RHO_SD0
+cdef double CAP_SD_RATED, CAP_SD, CELL_CAP_SD, CELL_RW, V1_REL, H_RW, BIAS_RW_C, RHO_RW
+cdef double KAPPA, R0_SPREAD, REST_SIGMA_V, CAL_SD, H_DEADBAND_C, B_MAX_C, RHO_MIN, RHO_MAX
+cdef double CONVERGED_SD, ANCHOR_SD, CAP_MIN_DZ, CAP_GAIN, CAP_MIN, CAP_MAX
+cdef double TIME_EPS, UNSET, UNSET_BELOW, NAN
 
 @cython.locals(lo=Py_ssize_t, hi=Py_ssize_t, mid=Py_ssize_t)
 cpdef double interp(double x, double[::1] xs, double[::1] ys, Py_ssize_t n) noexcept
@@ -25,16 +30,19 @@ cpdef double derate_low(double x, double end, double start) noexcept
 @cython.final
 cdef class Kernel:
     # sizes
-    cdef readonly Py_ssize_t n_packs, n_cells, n_sens, n_ocv, mask_cells
+    cdef readonly Py_ssize_t n_packs, n_cells, n_sens, n_grid, n_temps, n_rs, mask_cells
     # parameters
     cdef readonly double v_max_alarm, v_max_warn, v_min_warn, v_min_alarm, v_hyst
     cdef readonly double chg_t_min, chg_t_max, dis_t_min, dis_t_max, t_margin, t_hyst
     cdef readonly double max_chg, max_dis, oc_factor, oc_time, debounce
     cdef readonly double chg_v, dis_v, rest_i, rest_time, ramp_s
+    cdef readonly double full_margin, full_hold, empty_v, sigma_v
+    cdef readonly double r0_ah, r1_ah, tau1, gamma, tau_h, eta, sigma_m, tc_s
+    cdef readonly int estimator
     # tables
-    cdef readonly double[::1] ocv_soc, ocv_v
+    cdef readonly double[::1] soc_grid, ocv_tab, hyst_tab, tab_temps, rs_temps, rs_vals
     cdef readonly int[::1] cell_off, sens_off
-    cdef readonly double[::1] cap_ah, r0
+    cdef readonly double[::1] cap_ah, sig_i, bias_sd, tail_i
     cdef int[::1] lat_level, lat_zero_c, lat_zero_d, lat_reason
     cdef long long[::1] lat_flag
     # inputs, written by the caller before step()
@@ -42,17 +50,25 @@ cdef class Kernel:
     cdef readonly int[::1] online
     cdef readonly long long[::1] flags
     # per-cell state
-    cdef readonly double[::1] soc
+    cdef readonly double[::1] soc, dz, dz_var
     cdef readonly int[::1] bal
     # per-pack state and outputs
     cdef readonly int[::1] seen, soc_known, prev_on, fresh, pending
-    cdef readonly double[::1] last_t, last_i, rest_since
+    cdef readonly double[::1] last_t, last_i, rest_since, rest_next, full_since, empty_since
+    cdef readonly int[::1] full_done, empty_done
+    cdef readonly double[::1] x, pcov, ibar, cap_est, ah, ref_z, ref_ah, thr
+    cdef readonly int[::1] ref_ok, cap_n, anchor_n, anchor_kind, converged
+    cdef readonly double[::1] anchor_t, first_anchor_t, temp_p, r0_p
     cdef readonly double[::1] soc_pack, vmin, vmax, tmin, tmax, excess, ccl_p, dcl_p
     cdef readonly int[::1] ccl_r, dcl_r, contactor
     cdef readonly long long[::1] mask
     # latches, pack-major (N_LATCH per pack)
     cdef readonly int[::1] lat_on
     cdef readonly double[::1] lat_since, lat_pend
+    # scratch
+    cdef double l_ocv, l_docv, l_m, l_dm, tw
+    cdef Py_ssize_t tt0, tt1
+    cdef double[::1] kv, fp, x0
     # system outputs
     cdef readonly double soc_sys, ccl, dcl, cvl, dvl, comm_lost_since, t_prev
     cdef readonly int ccl_reason, dcl_reason, cvl_reason, dvl_reason, n_online, have_data, comm_lost
@@ -68,16 +84,88 @@ cdef class Kernel:
         c0=Py_ssize_t, c1=Py_ssize_t, s0=Py_ssize_t, s1=Py_ssize_t, c=Py_ssize_t, s=Py_ssize_t,
         j=Py_ssize_t, k=Py_ssize_t,
         cur=double, st=double, vmin=double, vmax=double, excess=double, v=double, tmin=double,
-        tmax=double, x=double, ir=double, dt=double, dsoc=double, smin=double, smax=double, den=double,
+        tmax=double, x=double, smin=double, smax=double, den=double,
         bal_from=double, vh=double, th=double, db=double, warn=double, lim=double,
-        has_t=bint, resting=bint, bal_ok=bint, small=bint, charging=bint, on=bint, pend=bint,
+        has_t=bint, bal_ok=bint, small=bint, charging=bint, on=bint, pend=bint,
         mask="long long", one="long long", flags="long long",
         zc=int, zc_level=int, zd=int, zd_level=int, fault=int, level=int, reason=int,
     )
     cdef void _pack(self, Py_ssize_t p, double t) noexcept
 
-    @cython.locals(c=Py_ssize_t, v=double, lo=double, hi=double, x=double)
-    cdef void _rest_correct(self, Py_ssize_t c0, Py_ssize_t c1, double w) noexcept
+    @cython.locals(
+        cv="double[::1]", s=Py_ssize_t, c=Py_ssize_t, n=Py_ssize_t, j5=Py_ssize_t,
+        temp=double, tsum=double, rs=double, r0n=double, dt=double, vsum=double, vbar=double, sv2=double,
+        scale=double, zb=double, x=double, resting=bint,
+    )
+    cdef void _soc_step(
+        self, Py_ssize_t p, Py_ssize_t c0, Py_ssize_t c1, Py_ssize_t s0, Py_ssize_t s1, double cur, double st,
+        bint has_t,
+    ) noexcept
+
+    cdef int _rest_timer(self, Py_ssize_t p, bint resting, double st, int restart) noexcept
+
+    @cython.locals(nt=Py_ssize_t, k=Py_ssize_t, tt="double[::1]")
+    cdef void _temperature(self, double temp) noexcept
+
+    @cython.locals(
+        g="double[::1]", t="double[::1]", n=Py_ssize_t, lo=Py_ssize_t, hi=Py_ssize_t, mid=Py_ssize_t,
+        a=Py_ssize_t, b=Py_ssize_t, g0=double, dg=double, f=double, w=double, o0=double, o1=double,
+    )
+    cdef void _lookup(self, double z) noexcept
+
+    @cython.locals(t="double[::1]", a=Py_ssize_t, b=Py_ssize_t)
+    cdef double _blend(self, Py_ssize_t j) noexcept
+
+    @cython.locals(n=Py_ssize_t, g="double[::1]", lo=Py_ssize_t, hi=Py_ssize_t, mid=Py_ssize_t, b0=double)
+    cdef double _soc_from_ocv(self, double v) noexcept
+
+    @cython.locals(
+        j5=Py_ssize_t, jp=Py_ssize_t, n=Py_ssize_t, c=Py_ssize_t, k=Py_ssize_t,
+        zsum=double, z=double, zb=double, sd=double, bsd=double,
+    )
+    cdef void _init_soc(self, Py_ssize_t p, Py_ssize_t c0, Py_ssize_t c1, double cur, double r0n) noexcept
+
+    @cython.locals(
+        j5=Py_ssize_t, jp=Py_ssize_t, k=Py_ssize_t, r=Py_ssize_t, c=Py_ssize_t,
+        x="double[::1]", pc="double[::1]", fp="double[::1]",
+        ic=double, eta=double, cap=double, ek=double, a1=double, ah=double, ib=double, dead=double,
+        sg=double, aib=double, ahy=double, f03=double, f13=double, aic=double, si=double, q=double, d=double,
+    )
+    cdef void _predict(self, Py_ssize_t p, Py_ssize_t c0, Py_ssize_t c1, double dt, double i_avg, double r1) noexcept
+
+    @cython.locals(
+        j5=Py_ssize_t, jp=Py_ssize_t, k=Py_ssize_t, m=Py_ssize_t, q=Py_ssize_t, _it=Py_ssize_t,
+        x="double[::1]", pc="double[::1]", kv="double[::1]", x0="double[::1]",
+        z=double, h=double, rho=double, ic=double, h0=double, h2=double, h3=double, h4=double,
+        innov=double, r=double, sv=double,
+    )
+    cdef void _update_mean(
+        self, Py_ssize_t p, double v, double cur, double r0n, double base_var, double scale, Py_ssize_t iters
+    ) noexcept
+
+    @cython.locals(j5=Py_ssize_t, x="double[::1]", bmax=double)
+    cdef void _clamp_state(self, Py_ssize_t p) noexcept
+
+    @cython.locals(
+        j5=Py_ssize_t, c=Py_ssize_t, cv="double[::1]",
+        zb=double, v1=double, h=double, ir=double, dv=double, cvar=double, z=double, hc=double, pv=double,
+        sv=double, k=double,
+    )
+    cdef void _update_cells(
+        self, Py_ssize_t p, Py_ssize_t c0, Py_ssize_t c1, double cur, double r0n, double base_var, double scale
+    ) noexcept
+
+    @cython.locals(cv="double[::1]", tail=double, best=Py_ssize_t, c=Py_ssize_t)
+    cdef void _calibrations(self, Py_ssize_t p, Py_ssize_t c0, Py_ssize_t c1, double cur, double st) noexcept
+
+    @cython.locals(
+        j5=Py_ssize_t, jp=Py_ssize_t, k=Py_ssize_t, m=Py_ssize_t,
+        x="double[::1]", pc="double[::1]", kv="double[::1]", delta=double, sv=double, q=double, a=double,
+    )
+    cdef void _calibrate(self, Py_ssize_t p, Py_ssize_t cell, double target) noexcept
+
+    @cython.locals(z=double, dz=double, q=double, rated=double)
+    cdef void _anchor(self, Py_ssize_t p, double st, int kind) noexcept
 
     cdef bint _latch(self, Py_ssize_t j, double t, bint on, bint off, double delay_on) noexcept
 

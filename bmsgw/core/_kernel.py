@@ -16,11 +16,20 @@ This file is plain Python. ``setup.py`` compiles it with the C types declared in
   by anything that can be zero (``cdivision`` is on), no clock, no I/O.
 
 Sign convention: current > 0 charges. Time: `t` passed to :meth:`Kernel.step` drives debounce and ramps;
-each pack's sample time ``s_t`` drives coulomb counting and the rest timer.
+each pack's sample time ``s_t`` drives the SOC estimator and the rest/full/empty timers.
+
+SOC estimator ("bar-delta" EKF, after Plett): per pack, a 5-state EKF on the pack's *mean cell* —
+x = [z (SOC), v1 (RC voltage), h (hysteresis, −1..1), b (current-sensor bias, A), ρ (R0 scale)] — measured
+by the mean cell voltage; per cell, a scalar filter on the cell's SOC offset δ from that mean cell
+(cell SOC = z + δ), measured by the cell's own voltage. Everything the cells share (current, bias,
+polarisation, hysteresis drive, capacity) lives once per pack, so the per-cell work is one table lookup and
+a scalar update. Anchors (OCV reset after rest, full at the end of CV charging, empty at cut-off) enter as
+measurements of z, so they also correct the bias through the z–b covariance.
 """
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -139,24 +148,86 @@ L_ODC = 13
 L_FLAGS0 = 14  # first latch driven by a BmsFlags bit
 N_LATCH = 23
 
+# Anchor kinds (ANCHOR_KINDS[k] is the name the wrapper reports).
+ANCHOR_KINDS: tuple[str, ...] = ("", "converged", "rest", "full", "empty")
+K_NONE = 0
+K_CONVERGED = 1
+K_REST = 2
+K_FULL = 3
+K_EMPTY = 4
+
+# Estimator modes (CoreParams.estimator).
+EST_EKF = 0
+EST_COUNTING = 1
+
 # Tuning constants (behaviour summarised in core.py's docstring; deliberately not configuration).
 MAX_GAP_S = 5.0  # no coulomb counting across sample gaps longer than this
 MAX_RAMP_DT_S = 5.0  # a ramp never advances more than this per step (sparse steps do not jump)
-OCV_TOL_V = 0.020  # rest correction trusts OCV only to ±this (LFP hysteresis + relaxation)
-OCV_BLEND_TAU_S = 60.0  # time constant of the rest correction towards the OCV band
+# EKF: initial uncertainty
+INIT_OCV_V = 0.010  # voltage uncertainty of a first reading beyond hysteresis (relaxation, IR guess)
+INIT_SD_MIN = 0.01  # bounds of the SOC σ derived from the OCV slope at start
+INIT_SD_MAX = 0.30
+KNOWN_SD = 0.10  # σ of a given initial SOC (user value or restored state of unknown age)
+KNOWN_CELL_SD = 0.02  # σ of a given cell's offset from its pack
+V1_SD0 = 0.010  # σ of the unknown polarisation at start (V)
+H_SD0 = 0.6  # σ of the unknown hysteresis state at start (uniform on −1..1)
+RHO_SD0 = 0.2  # σ of the R0 scale at start
+# EKF: process noise (per √s unless stated)
+CAP_SD = 0.02  # relative error of the capacity used for counting (random part, per unit of SOC moved)
+CAP_SD_RATED = 0.05  # systematic capacity error while it is the rated value, then CAP_SD: at a calibration
+# its share (this × SOC moved since the last reference) is not blamed on the bias
+CELL_CAP_SD = 0.02  # cell-to-pack capacity spread (per unit of SOC moved)
+CELL_RW = 2e-6  # cell offset drift: self-discharge and balancing differences
+V1_REL = 0.2  # relative error of the RC model (per unit of v1 change)
+H_RW = 1e-4
+BIAS_RW_C = 5e-6  # current-bias drift, × rated capacity (A/√s)
+RHO_RW = 1e-4
+# EKF: measurement noise
+KAPPA = 0.01  # SOC-axis uncertainty of the OCV table (1 %): model error grows with the OCV slope
+R0_SPREAD = 0.1  # cell-to-cell R0 spread (differential error of the per-cell update)
+REST_SIGMA_V = 0.003  # model error of a rested reading (no RC, hysteresis still uncertain)
+CAL_SD = 0.005  # σ of a full/empty calibration
+ANCHOR_ITERS = 6  # iterations of the iterated-EKF update at an OCV reset
+H_DEADBAND_C = 0.01  # |filtered current| below this × capacity does not drive the hysteresis
+# EKF: limits
+B_MAX_C = 0.05  # |bias| ≤ this × rated capacity
+RHO_MIN = 0.3
+RHO_MAX = 3.0
+# anchors and capacity
+CONVERGED_SD = 0.02  # SOC σ of the mean cell below which the filter counts as converged
+ANCHOR_SD = 0.015  # anchors this certain (σ after the anchor) are capacity reference points
+CAP_MIN_DZ = 0.4  # capacity is learnt between reference points at least this far apart in SOC
+CAP_GAIN = 0.3  # weight of a new capacity sample
+CAP_MIN = 0.5  # capacity estimate bounds, × rated
+CAP_MAX = 1.2
 BAL_WINDOW_V = 0.100  # balance only cells at or above cell_v_max_warn − this
 BAL_DELTA_V = 0.020  # … that sit more than this above the pack's lowest cell
 MASK_MAX_CELLS = 62  # packs up to this size get their balance mask as one int64
 TIME_EPS = 1e-9  # tolerance on debounce comparisons (sums of 0.1 s steps)
 UNSET = -1.0e300  # "no time": timers that are not running
 UNSET_BELOW = -1.0e299
+NAN = float("nan")
 
 # The constants above are C globals once compiled (not importable); this is their Python-visible copy.
 TUNING: dict[str, float] = {
     "max_gap_s": MAX_GAP_S,
     "max_ramp_dt_s": MAX_RAMP_DT_S,
-    "ocv_tol_v": OCV_TOL_V,
-    "ocv_blend_tau_s": OCV_BLEND_TAU_S,
+    "init_ocv_v": INIT_OCV_V,
+    "init_sd_min": INIT_SD_MIN,
+    "init_sd_max": INIT_SD_MAX,
+    "known_sd": KNOWN_SD,
+    "known_cell_sd": KNOWN_CELL_SD,
+    "cap_sd_rated": CAP_SD_RATED,
+    "cap_sd": CAP_SD,
+    "cell_cap_sd": CELL_CAP_SD,
+    "bias_rw_c": BIAS_RW_C,
+    "kappa": KAPPA,
+    "rest_sigma_v": REST_SIGMA_V,
+    "cal_sd": CAL_SD,
+    "b_max_c": B_MAX_C,
+    "converged_sd": CONVERGED_SD,
+    "anchor_sd": ANCHOR_SD,
+    "cap_min_dz": CAP_MIN_DZ,
     "bal_window_v": BAL_WINDOW_V,
     "bal_delta_v": BAL_DELTA_V,
     "mask_max_cells": MASK_MAX_CELLS,
@@ -221,17 +292,34 @@ class Kernel:
         self,
         params: CoreParams,
         *,
-        r0_ohm_ah: float,
-        nominal_v: float,
-        ocv_soc: memoryview[float],
-        ocv_v: memoryview[float],
+        model: dict[str, float],
+        soc_grid: memoryview[float],
+        ocv_tab: memoryview[float],
+        hyst_tab: memoryview[float],
+        tab_temps: memoryview[float],
+        rs_temps: memoryview[float],
+        rs_vals: memoryview[float],
+        current_sigma: memoryview[float],
+        bias_sigma: memoryview[float],
+        tail_current: memoryview[float],
         initial_soc: memoryview[float] | None,
+        initial_cell_soc: memoryview[float] | None,
     ) -> None:
+        """`model`: the chemistry's cell model (Core builds it from the profile). Per pack: `current_sigma`
+        the current sensor's noise σ, `bias_sigma` the prior σ of its offset, `tail_current` the full-charge
+        tail current. Tables: OCV and hysteresis M on ``soc_grid``, one row per ``tab_temps`` entry,
+        flattened row-major; R(T)/R(25 °C) sampled at ``rs_temps``."""
         n_packs = len(params.cells)
         self.n_packs = n_packs
-        self.n_ocv = len(ocv_soc)
-        self.ocv_soc = ocv_soc
-        self.ocv_v = ocv_v
+        self.n_grid = len(soc_grid)
+        self.n_temps = len(tab_temps)
+        self.n_rs = len(rs_temps)
+        self.soc_grid = soc_grid
+        self.ocv_tab = ocv_tab
+        self.hyst_tab = hyst_tab
+        self.tab_temps = tab_temps
+        self.rs_temps = rs_temps
+        self.rs_vals = rs_vals
 
         self.v_max_alarm = float(params.cell_v_max_alarm)
         self.v_max_warn = float(params.cell_v_max_warn)
@@ -254,11 +342,28 @@ class Kernel:
         self.rest_i = float(params.rest_current_a)
         self.rest_time = float(params.rest_time_s)
         self.ramp_s = float(params.recovery_ramp_s)
+        self.full_margin = float(params.full_voltage_margin_v)
+        self.full_hold = float(params.full_hold_s)
+        self.empty_v = float(params.empty_voltage_cell_v)
+        self.sigma_v = float(params.voltage_sigma_v)
+        self.estimator = EST_COUNTING if params.estimator == "counting" else EST_EKF
+        self.r0_ah = float(model["r0_ohm_ah"])
+        self.r1_ah = float(model["r1_ohm_ah"])
+        self.tau1 = float(model["tau1_s"])
+        self.gamma = float(model["hyst_gamma"])
+        self.tau_h = float(model["hyst_tau_s"])
+        self.eta = float(model["coulomb_efficiency"])
+        self.sigma_m = float(model["model_sigma_v"])
+        # correlation time of the model error: one update per tc_s carries full weight, so faster sampling
+        # does not make the filter more confident than the model is
+        self.tc_s = float(model["model_corr_s"])
 
         self.cell_off = _i32(n_packs + 1)
         self.sens_off = _i32(n_packs + 1)
         self.cap_ah = _f64(n_packs)
-        self.r0 = _f64(n_packs)
+        self.sig_i = _f64(n_packs)
+        self.bias_sd = _f64(n_packs)
+        self.tail_i = _f64(n_packs)
         nc = 0
         ns = 0
         for p in range(n_packs):
@@ -267,7 +372,9 @@ class Kernel:
             nc += int(params.cells[p])
             ns += int(params.sensors[p])
             self.cap_ah[p] = float(params.capacity_ah[p])
-            self.r0[p] = float(r0_ohm_ah) / float(params.capacity_ah[p])
+            self.sig_i[p] = current_sigma[p]
+            self.bias_sd[p] = bias_sigma[p]
+            self.tail_i[p] = tail_current[p]
         self.cell_off[n_packs] = nc
         self.sens_off[n_packs] = ns
         self.n_cells = nc
@@ -293,8 +400,10 @@ class Kernel:
         self.cur = _f64(n_packs)
         self.online = _i32(n_packs)
         self.flags = _i64(n_packs)
-        # cell state
+        # cell state: output SOC, offset from the pack's mean cell and its variance
         self.soc = _f64(nc)
+        self.dz = _f64(nc)
+        self.dz_var = _f64(nc)
         self.bal = _i32(nc)
         # pack state and outputs
         self.seen = _i32(n_packs)
@@ -305,6 +414,29 @@ class Kernel:
         self.last_t = _f64(n_packs)
         self.last_i = _f64(n_packs)
         self.rest_since = _f64(n_packs)
+        self.rest_next = _f64(n_packs)
+        self.full_since = _f64(n_packs)
+        self.empty_since = _f64(n_packs)
+        self.full_done = _i32(n_packs)
+        self.empty_done = _i32(n_packs)
+        # mean-cell EKF: x = [z, v1, h, b, rho] and P (5 × 5, row-major) per pack
+        self.x = _f64(5 * n_packs)
+        self.pcov = _f64(25 * n_packs)
+        self.ibar = _f64(n_packs)
+        self.cap_est = _f64(n_packs)
+        self.ah = _f64(n_packs)  # bias-corrected Ah counter (η applied)
+        self.ref_z = _f64(n_packs)  # last capacity reference point: mean-cell SOC and Ah counter there
+        self.ref_ah = _f64(n_packs)
+        self.ref_ok = _i32(n_packs)
+        self.thr = _f64(n_packs)  # SOC moved since the last reference point (capacity-error growth)
+        self.cap_n = _i32(n_packs)
+        self.anchor_n = _i32(n_packs)
+        self.anchor_kind = _i32(n_packs)
+        self.anchor_t = _f64(n_packs)
+        self.first_anchor_t = _f64(n_packs)
+        self.converged = _i32(n_packs)
+        self.temp_p = _f64(n_packs)
+        self.r0_p = _f64(n_packs)  # present cell R0 estimate (Ω)
         self.soc_pack = _f64(n_packs)
         self.vmin = _f64(n_packs)
         self.vmax = _f64(n_packs)
@@ -323,15 +455,44 @@ class Kernel:
         self.lat_pend = _f64(n_packs * N_LATCH)
         for k in range(n_packs * N_LATCH):
             self.lat_pend[k] = UNSET
+        # scratch of _lookup / _temperature
+        self.l_ocv = 0.0
+        self.l_docv = 0.0
+        self.l_m = 0.0
+        self.l_dm = 0.0
+        self.tt0 = 0
+        self.tt1 = 0
+        self.tw = 0.0
+        self.kv = _f64(5)  # scratch: P·Hᵀ of a mean-cell update
+        self.x0 = _f64(5)  # scratch: prior state of an iterated update
+        self.fp = _f64(25)  # scratch: F·P
         for p in range(n_packs):
             self.rest_since[p] = UNSET
+            self.rest_next[p] = UNSET
+            self.full_since[p] = UNSET
+            self.empty_since[p] = UNSET
+            self.anchor_t[p] = NAN
+            self.first_anchor_t[p] = NAN
             self.ccl_r[p] = R_COMM_LOST
             self.dcl_r[p] = R_COMM_LOST
+            self.cap_est[p] = self.cap_ah[p]
+            self.x[5 * p + 4] = 1.0
+            self.temp_p[p] = 25.0
+            self.r0_p[p] = self.r0_ah / self.cap_ah[p]
             if initial_soc is not None:
                 self.soc_known[p] = 1
+                self.x[5 * p] = initial_soc[p]
+                self.soc_pack[p] = initial_soc[p]
                 for c in range(self.cell_off[p], self.cell_off[p + 1]):
                     self.soc[c] = initial_soc[p]
-                self.soc_pack[p] = initial_soc[p]
+                if initial_cell_soc is not None:
+                    zsum = 0.0
+                    for c in range(self.cell_off[p], self.cell_off[p + 1]):
+                        self.soc[c] = initial_cell_soc[c]
+                        zsum += initial_cell_soc[c]
+                    self.x[5 * p] = zsum / (self.cell_off[p + 1] - self.cell_off[p])
+                for c in range(self.cell_off[p], self.cell_off[p + 1]):
+                    self.dz[c] = self.soc[c] - self.x[5 * p]
 
         # system outputs: the safe state until data arrives
         cells0 = float(params.cells[0])
@@ -340,7 +501,7 @@ class Kernel:
             self._system_soc(1)
         self.ccl = 0.0
         self.dcl = 0.0
-        self.cvl = cells0 * float(nominal_v)
+        self.cvl = cells0 * float(model["nominal_v"])
         self.dvl = cells0 * self.dis_v
         if self.dvl > self.cvl:
             self.dvl = self.cvl
@@ -438,40 +599,7 @@ class Kernel:
         self.tmin[p] = tmin
         self.tmax[p] = tmax
 
-        # SOC: OCV start, coulomb counting (trapezoid over sample times), rest correction
-        resting = -self.rest_i < cur < self.rest_i
-        if self.seen[p] == 0:
-            self.seen[p] = 1
-            if self.soc_known[p] == 0:
-                self.soc_known[p] = 1
-                ir = cur * self.r0[p]
-                for c in range(c0, c1):
-                    soc[c] = interp(cv[c] - ir, self.ocv_v, self.ocv_soc, self.n_ocv)
-            self.last_t[p] = st
-            self.last_i[p] = cur
-            self.rest_since[p] = st if resting else UNSET
-        elif st != self.last_t[p]:
-            dt = st - self.last_t[p]
-            if 0.0 < dt <= MAX_GAP_S:
-                dsoc = 0.5 * (self.last_i[p] + cur) * dt / (3600.0 * self.cap_ah[p])
-                for c in range(c0, c1):
-                    x = soc[c] + dsoc
-                    if x < 0.0:
-                        x = 0.0
-                    elif x > 1.0:
-                        x = 1.0
-                    soc[c] = x
-                if not resting:
-                    self.rest_since[p] = UNSET
-                elif self.rest_since[p] < UNSET_BELOW:
-                    self.rest_since[p] = st
-                elif st - self.rest_since[p] >= self.rest_time:
-                    self._rest_correct(c0, c1, dt / (OCV_BLEND_TAU_S + dt))
-            else:
-                # gap or time going backwards: unknown current in between, restart the rest timer
-                self.rest_since[p] = st if resting else UNSET
-            self.last_t[p] = st
-            self.last_i[p] = cur
+        self._soc_step(p, c0, c1, s0, s1, cur, st, has_t)
 
         smin = soc[c0]
         smax = soc[c0]
@@ -602,17 +730,450 @@ class Kernel:
             self.dcl_p[p] = lim
             self.dcl_r[p] = reason
 
-    def _rest_correct(self, c0: int, c1: int, w: float) -> None:
-        """Pull each rested cell's SOC towards the band its OCV allows (±OCV_TOL_V)."""
+    # ---------------------------------------------------------------- SOC estimator
+
+    def _soc_step(
+        self, p: int, c0: int, c1: int, s0: int, s1: int, cur: float, st: float, has_t: bool
+    ) -> None:
+        """Advance pack `p`'s SOC estimate to its sample time `st` (see the module docstring)."""
+        cv = self.cell_v
+        temp = 25.0
+        if has_t:
+            tsum = 0.0
+            for s in range(s0, s1):
+                tsum += self.cell_t[s]
+            temp = tsum / (s1 - s0)
+            if temp != temp:  # noqa: PLR0124 -- NaN: keep the tables' reference temperature
+                temp = 25.0
+        self.temp_p[p] = temp
+        self._temperature(temp)
+        rs = interp(temp, self.rs_temps, self.rs_vals, self.n_rs)
+        r0n = self.r0_ah / self.cap_ah[p] * rs
+        n = c1 - c0
+        resting = -self.rest_i < cur < self.rest_i
+        if self.seen[p] == 0:
+            self.seen[p] = 1
+            self._init_soc(p, c0, c1, cur, r0n)
+            self.last_t[p] = st
+            self.last_i[p] = cur
+            self._rest_timer(p, resting, st, 1)
+        elif st != self.last_t[p]:
+            dt = st - self.last_t[p]
+            if 0.0 < dt <= MAX_GAP_S:
+                self._predict(p, c0, c1, dt, 0.5 * (self.last_i[p] + cur), self.r1_ah / self.cap_ah[p] * rs)
+                vsum = 0.0
+                for c in range(c0, c1):
+                    vsum += cv[c]
+                vbar = vsum / n
+                sv2 = self.sigma_v * self.sigma_v
+                if self.estimator == EST_EKF:
+                    scale = self.tc_s / dt if dt < self.tc_s else 1.0
+                    self._update_mean(p, vbar, cur, r0n, sv2 / n + self.sigma_m * self.sigma_m, scale, 1)
+                    self._update_cells(p, c0, c1, cur, r0n, sv2, scale)
+                if self._rest_timer(p, resting, st, 0) != 0:  # rested for rest_time_s (again): OCV reset
+                    self._update_mean(
+                        p, vbar, cur, r0n, sv2 / n + REST_SIGMA_V * REST_SIGMA_V, 1.0, ANCHOR_ITERS
+                    )
+                    self._update_cells(p, c0, c1, cur, r0n, sv2, 1.0)
+                    self._anchor(p, st, K_REST)
+            else:
+                # gap or time going backwards: unknown current in between, restart the rest timer
+                self._rest_timer(p, resting, st, 1)
+            self.last_t[p] = st
+            self.last_i[p] = cur
+        self._calibrations(p, c0, c1, cur, st)
+        j5 = 5 * p
+        if self.converged[p] == 0 and self.pcov[25 * p] <= CONVERGED_SD * CONVERGED_SD:
+            self.converged[p] = 1
+            if self.first_anchor_t[p] != self.first_anchor_t[p]:
+                self.first_anchor_t[p] = st
+        self.r0_p[p] = self.x[j5 + 4] * r0n
+        zb = self.x[j5]
         for c in range(c0, c1):
-            v = self.cell_v[c]
-            lo = interp(v - OCV_TOL_V, self.ocv_v, self.ocv_soc, self.n_ocv)
-            hi = interp(v + OCV_TOL_V, self.ocv_v, self.ocv_soc, self.n_ocv)
-            x = self.soc[c]
-            if x < lo:
-                self.soc[c] = x + w * (lo - x)
-            elif x > hi:
-                self.soc[c] = x + w * (hi - x)
+            x = zb + self.dz[c]
+            if x < 0.0:
+                x = 0.0
+            elif x > 1.0:
+                x = 1.0
+            self.soc[c] = x
+
+    def _rest_timer(self, p: int, resting: bool, st: float, restart: int) -> int:
+        """Track the rest period; returns 1 when an OCV reset is due (rest_time_s of rest, then every
+        rest_time_s while the rest lasts). `restart` = 1: a new timer from `st` (first sample, gap)."""
+        if not resting:
+            self.rest_since[p] = UNSET
+            self.rest_next[p] = UNSET
+            return 0
+        if restart != 0 or self.rest_since[p] < UNSET_BELOW:
+            self.rest_since[p] = st
+            self.rest_next[p] = st + self.rest_time
+            return 0
+        if st >= self.rest_next[p] - TIME_EPS:
+            self.rest_next[p] = st + self.rest_time
+            return 1
+        return 0
+
+    def _temperature(self, temp: float) -> None:
+        """Select the table rows (tt0, tt1) and weight (tw) for `temp`: linear between, clamped outside."""
+        nt = self.n_temps
+        tt = self.tab_temps
+        if nt == 1 or temp <= tt[0]:
+            self.tt0 = 0
+            self.tt1 = 0
+            self.tw = 0.0
+        elif temp >= tt[nt - 1]:
+            self.tt0 = nt - 1
+            self.tt1 = nt - 1
+            self.tw = 0.0
+        else:
+            k = 1
+            while temp >= tt[k]:
+                k += 1
+            self.tt0 = k - 1
+            self.tt1 = k
+            self.tw = (temp - tt[k - 1]) / (tt[k] - tt[k - 1])
+
+    def _lookup(self, z: float) -> None:
+        """OCV, dOCV/dz, hysteresis M and dM/dz at SOC `z` (in 0..1) for the selected temperature."""
+        g = self.soc_grid
+        n = self.n_grid
+        lo = 0
+        hi = n - 1
+        while hi - lo > 1:
+            mid = (lo + hi) >> 1
+            if g[mid] <= z:
+                lo = mid
+            else:
+                hi = mid
+        g0 = g[lo]
+        dg = g[hi] - g0
+        f = (z - g0) / dg
+        w = self.tw
+        a = self.tt0 * n + lo
+        b = self.tt1 * n + lo
+        t = self.ocv_tab
+        o0 = t[a] + w * (t[b] - t[a])
+        o1 = t[a + 1] + w * (t[b + 1] - t[a + 1])
+        self.l_ocv = o0 + (o1 - o0) * f
+        self.l_docv = (o1 - o0) / dg
+        t = self.hyst_tab
+        o0 = t[a] + w * (t[b] - t[a])
+        o1 = t[a + 1] + w * (t[b + 1] - t[a + 1])
+        self.l_m = o0 + (o1 - o0) * f
+        self.l_dm = (o1 - o0) / dg
+
+    def _blend(self, j: int) -> float:
+        t = self.ocv_tab
+        a = self.tt0 * self.n_grid + j
+        b = self.tt1 * self.n_grid + j
+        return t[a] + self.tw * (t[b] - t[a])
+
+    def _soc_from_ocv(self, v: float) -> float:
+        """SOC whose OCV (selected temperature) is `v`, clamped to the table's SOC range."""
+        n = self.n_grid
+        g = self.soc_grid
+        if v <= self._blend(0):
+            return g[0]
+        if v >= self._blend(n - 1):
+            return g[n - 1]
+        lo = 0
+        hi = n - 1
+        while hi - lo > 1:
+            mid = (lo + hi) >> 1
+            if self._blend(mid) <= v:
+                lo = mid
+            else:
+                hi = mid
+        b0 = self._blend(lo)
+        return g[lo] + (g[hi] - g[lo]) * (v - b0) / (self._blend(hi) - b0)
+
+    def _init_soc(self, p: int, c0: int, c1: int, cur: float, r0n: float) -> None:
+        """First sample: cells from their IR-compensated OCV (unless given), covariance from the OCV slope."""
+        j5 = 5 * p
+        jp = 25 * p
+        n = c1 - c0
+        if self.soc_known[p] == 0:
+            self.soc_known[p] = 1
+            zsum = 0.0
+            for c in range(c0, c1):
+                z = self._soc_from_ocv(self.cell_v[c] - cur * r0n)
+                self.soc[c] = z
+                zsum += z
+            zb = zsum / n
+            self.x[j5] = zb
+            for c in range(c0, c1):
+                self.dz[c] = self.soc[c] - zb
+                self._lookup(self.soc[c])
+                sd = INIT_SD_MAX
+                if self.l_docv * INIT_SD_MAX > INIT_OCV_V:
+                    sd = INIT_OCV_V / self.l_docv
+                if sd < INIT_SD_MIN:
+                    sd = INIT_SD_MIN
+                self.dz_var[c] = sd * sd
+            self._lookup(zb)
+            sd = INIT_SD_MAX
+            if self.l_docv * INIT_SD_MAX > self.l_m + INIT_OCV_V:
+                sd = (self.l_m + INIT_OCV_V) / self.l_docv
+            if sd < INIT_SD_MIN:
+                sd = INIT_SD_MIN
+        else:
+            sd = KNOWN_SD
+            for c in range(c0, c1):
+                self.dz_var[c] = KNOWN_CELL_SD * KNOWN_CELL_SD
+        for k in range(25):
+            self.pcov[jp + k] = 0.0
+        bsd = self.bias_sd[p]
+        self.pcov[jp] = sd * sd
+        self.pcov[jp + 6] = V1_SD0 * V1_SD0
+        self.pcov[jp + 12] = H_SD0 * H_SD0
+        self.pcov[jp + 18] = bsd * bsd
+        self.pcov[jp + 24] = RHO_SD0 * RHO_SD0
+        if sd <= ANCHOR_SD:
+            self.ref_z[p] = self.x[j5]
+            self.ref_ah[p] = self.ah[p]
+            self.ref_ok[p] = 1
+        self.thr[p] = 0.0
+
+    def _predict(self, p: int, c0: int, c1: int, dt: float, i_avg: float, r1: float) -> None:
+        """Time update over `dt` with the trapezoid current `i_avg`: x' = f(x), P' = F·P·Fᵀ + Q."""
+        j5 = 5 * p
+        jp = 25 * p
+        x = self.x
+        pc = self.pcov
+        fp = self.fp
+        ic = i_avg - x[j5 + 3]
+        eta = self.eta if ic > 0.0 else 1.0
+        cap = self.cap_est[p]
+        ek = eta * dt / (3600.0 * cap)
+        a1 = math.exp(-dt / self.tau1)
+        ah = math.exp(-dt / self.tau_h)
+        ib = ah * self.ibar[p] + (1.0 - ah) * i_avg
+        self.ibar[p] = ib
+        dead = H_DEADBAND_C * self.cap_ah[p]
+        sg = 0.0
+        aib = ib
+        if ib > dead:
+            sg = 1.0
+        elif ib < -dead:
+            sg = -1.0
+        if aib < 0.0:
+            aib = -aib
+        ahy = math.exp(-self.gamma * aib * dt / (3600.0 * cap))
+        x[j5] += ek * ic
+        x[j5 + 1] = a1 * x[j5 + 1] + r1 * (1.0 - a1) * ic
+        x[j5 + 2] = ahy * x[j5 + 2] + (1.0 - ahy) * sg
+        self.ah[p] += eta * ic * dt / 3600.0
+        f03 = -ek
+        f13 = -r1 * (1.0 - a1)
+        # F·P (F = I except F00 = 1, F03, F11 = a1, F13, F22 = A)
+        for k in range(5):
+            fp[k] = pc[jp + k] + f03 * pc[jp + 15 + k]
+            fp[5 + k] = a1 * pc[jp + 5 + k] + f13 * pc[jp + 15 + k]
+            fp[10 + k] = ahy * pc[jp + 10 + k]
+            fp[15 + k] = pc[jp + 15 + k]
+            fp[20 + k] = pc[jp + 20 + k]
+        # (F·P)·Fᵀ
+        for k in range(5):
+            r = 5 * k
+            pc[jp + r] = fp[r] + f03 * fp[r + 3]
+            pc[jp + r + 1] = a1 * fp[r + 1] + f13 * fp[r + 3]
+            pc[jp + r + 2] = ahy * fp[r + 2]
+            pc[jp + r + 3] = fp[r + 3]
+            pc[jp + r + 4] = fp[r + 4]
+        aic = ic if ic >= 0.0 else -ic
+        si = self.sig_i[p]
+        q = CAP_SD * ek * aic
+        pc[jp] += 0.5 * (si * ek) * (si * ek) + q * q
+        self.thr[p] += ek * aic
+        q = r1 * (1.0 - a1)
+        pc[jp + 6] += q * q * (si * si + V1_REL * V1_REL * ic * ic)
+        pc[jp + 12] += H_RW * H_RW * dt
+        q = BIAS_RW_C * self.cap_ah[p]
+        pc[jp + 18] += q * q * dt
+        pc[jp + 24] += RHO_RW * RHO_RW * dt
+        q = CELL_CAP_SD * ek * aic
+        q = q * q + CELL_RW * CELL_RW * dt
+        for c in range(c0, c1):
+            self.dz_var[c] += q
+
+    def _update_mean(
+        self, p: int, v: float, cur: float, r0n: float, base_var: float, scale: float, iters: int
+    ) -> None:
+        """Measurement update of the mean-cell EKF with the mean cell voltage `v`; `iters` > 1 makes it an
+        iterated EKF (relinearised at each new estimate), used for anchors far from the prior."""
+        j5 = 5 * p
+        jp = 25 * p
+        x = self.x
+        pc = self.pcov
+        kv = self.kv
+        x0 = self.x0
+        for k in range(5):
+            x0[k] = x[j5 + k]
+        h0 = 0.0
+        h2 = 0.0
+        h3 = 0.0
+        h4 = 0.0
+        sv = 1.0
+        for _it in range(iters):
+            z = x[j5]
+            if z < 0.0:
+                z = 0.0
+            elif z > 1.0:
+                z = 1.0
+            self._lookup(z)
+            h = x[j5 + 2]
+            rho = x[j5 + 4]
+            ic = cur - x[j5 + 3]
+            h0 = self.l_docv + self.l_dm * h
+            h2 = self.l_m
+            h3 = -rho * r0n
+            h4 = r0n * ic
+            innov = v - (self.l_ocv + self.l_m * h + x[j5 + 1] + rho * r0n * ic)
+            # iterated form: innovation about the prior, linearised at the current estimate
+            innov -= h0 * (x0[0] - x[j5]) + (x0[1] - x[j5 + 1]) + h2 * (x0[2] - x[j5 + 2])
+            innov -= h3 * (x0[3] - x[j5 + 3]) + h4 * (x0[4] - x[j5 + 4])
+            r = (base_var + KAPPA * KAPPA * h0 * h0) * scale
+            for k in range(5):
+                q = jp + 5 * k
+                kv[k] = pc[q] * h0 + pc[q + 1] + pc[q + 2] * h2 + pc[q + 3] * h3 + pc[q + 4] * h4
+            sv = kv[0] * h0 + kv[1] + kv[2] * h2 + kv[3] * h3 + kv[4] * h4 + r
+            for k in range(5):
+                x[j5 + k] = x0[k] + kv[k] * innov / sv
+            self._clamp_state(p)
+        for k in range(5):
+            for m in range(5):
+                pc[jp + 5 * k + m] -= kv[k] * kv[m] / sv
+
+    def _clamp_state(self, p: int) -> None:
+        j5 = 5 * p
+        x = self.x
+        if x[j5] < -0.05:
+            x[j5] = -0.05
+        elif x[j5] > 1.05:
+            x[j5] = 1.05
+        if x[j5 + 2] < -1.0:
+            x[j5 + 2] = -1.0
+        elif x[j5 + 2] > 1.0:
+            x[j5 + 2] = 1.0
+        bmax = B_MAX_C * self.cap_ah[p]
+        if x[j5 + 3] < -bmax:
+            x[j5 + 3] = -bmax
+        elif x[j5 + 3] > bmax:
+            x[j5 + 3] = bmax
+        if x[j5 + 4] < RHO_MIN:
+            x[j5 + 4] = RHO_MIN
+        elif x[j5 + 4] > RHO_MAX:
+            x[j5 + 4] = RHO_MAX
+
+    def _update_cells(
+        self, p: int, c0: int, c1: int, cur: float, r0n: float, base_var: float, scale: float
+    ) -> None:
+        """Scalar update of every cell's offset δ from the mean cell with its own voltage."""
+        j5 = 5 * p
+        zb = self.x[j5]
+        v1 = self.x[j5 + 1]
+        h = self.x[j5 + 2]
+        ir = self.x[j5 + 4] * r0n * (cur - self.x[j5 + 3])
+        dv = R0_SPREAD * ir
+        cvar = base_var + dv * dv
+        cv = self.cell_v
+        for c in range(c0, c1):
+            z = zb + self.dz[c]
+            if z < 0.0:
+                z = 0.0
+            elif z > 1.0:
+                z = 1.0
+            self._lookup(z)
+            hc = self.l_docv + self.l_dm * h
+            pv = self.dz_var[c]
+            sv = hc * hc * pv + (cvar + KAPPA * KAPPA * hc * hc) * scale
+            k = pv * hc / sv
+            self.dz[c] += k * (cv[c] - (self.l_ocv + self.l_m * h + v1 + ir))
+            self.dz_var[c] = pv - k * hc * pv
+
+    def _calibrations(self, p: int, c0: int, c1: int, cur: float, st: float) -> None:
+        """Full at the end of CV charging (tail current) and empty at cut-off, each once per episode."""
+        cv = self.cell_v
+        tail = self.tail_i[p]
+        if self.vmax[p] >= self.chg_v - self.full_margin and -tail < cur < tail:
+            if self.full_since[p] < UNSET_BELOW:
+                self.full_since[p] = st
+            if self.full_done[p] == 0 and st - self.full_since[p] >= self.full_hold - TIME_EPS:
+                best = c0
+                for c in range(c0, c1):
+                    if cv[c] > cv[best]:
+                        best = c
+                self._calibrate(p, best, 1.0)
+                self.full_done[p] = 1
+                self._anchor(p, st, K_FULL)
+        else:
+            self.full_since[p] = UNSET
+            self.full_done[p] = 0
+        if self.vmin[p] <= self.empty_v and cur < self.rest_i:
+            if self.empty_since[p] < UNSET_BELOW:
+                self.empty_since[p] = st
+            if self.empty_done[p] == 0 and st - self.empty_since[p] >= self.debounce - TIME_EPS:
+                best = c0
+                for c in range(c0, c1):
+                    if cv[c] < cv[best]:
+                        best = c
+                self._calibrate(p, best, 0.0)
+                self.empty_done[p] = 1
+                self._anchor(p, st, K_EMPTY)
+        else:
+            self.empty_since[p] = UNSET
+            self.empty_done[p] = 0
+
+    def _calibrate(self, p: int, cell: int, target: float) -> None:
+        """Cell `cell` is at SOC `target`. The pack's common offset enters the EKF as a measurement of z whose
+        noise includes the systematic capacity error accumulated since the last reference, so the other
+        states (the bias above all) take only their share; then z takes the rest of the offset and the
+        cell's own offset is set exactly."""
+        j5 = 5 * p
+        jp = 25 * p
+        x = self.x
+        pc = self.pcov
+        kv = self.kv
+        delta = target - (x[j5] + self.dz[cell])
+        q = (CAP_SD if self.cap_n[p] > 0 else CAP_SD_RATED) * self.thr[p]
+        sv = pc[jp] + CAL_SD * CAL_SD + q * q
+        for k in range(5):
+            kv[k] = pc[jp + 5 * k]
+        for k in range(5):
+            x[j5 + k] += kv[k] * delta / sv
+            for m in range(5):
+                pc[jp + 5 * k + m] -= kv[k] * kv[m] / sv
+        self._clamp_state(p)
+        x[j5] = target - self.dz[cell]  # the calibrated cell lands on target with its offset unchanged …
+        if pc[jp] > CAL_SD * CAL_SD:  # … and z is as certain as the calibration (P stays PSD: D·P·D)
+            a = math.sqrt(CAL_SD * CAL_SD / pc[jp])
+            for k in range(5):
+                pc[jp + k] *= a
+                pc[jp + 5 * k] *= a
+        self.dz_var[cell] = CAL_SD * CAL_SD
+        self.thr[p] = 0.0
+
+    def _anchor(self, p: int, st: float, kind: int) -> None:
+        """Record an anchor event; certain ones are capacity reference points (ΔAh / ΔSOC between them)."""
+        self.anchor_n[p] += 1
+        self.anchor_kind[p] = kind
+        self.anchor_t[p] = st
+        if self.first_anchor_t[p] != self.first_anchor_t[p]:
+            self.first_anchor_t[p] = st
+        if self.pcov[25 * p] > ANCHOR_SD * ANCHOR_SD:
+            return
+        z = self.x[5 * p]
+        dz = z - self.ref_z[p]
+        if self.ref_ok[p] != 0 and (dz >= CAP_MIN_DZ or dz <= -CAP_MIN_DZ):
+            q = (self.ah[p] - self.ref_ah[p]) / dz
+            rated = self.cap_ah[p]
+            if CAP_MIN * rated <= q <= CAP_MAX * rated:
+                self.cap_est[p] += CAP_GAIN * (q - self.cap_est[p])
+                self.cap_n[p] += 1
+        self.ref_z[p] = z
+        self.ref_ah[p] = self.ah[p]
+        self.ref_ok[p] = 1
+        self.thr[p] = 0.0
 
     def _latch(self, j: int, t: float, on: bool, off: bool, delay_on: float) -> bool:
         """Debounced Schmitt trigger: trips after `on` held `delay_on`, clears after `off` held debounce.

@@ -42,7 +42,7 @@ from typing import Any
 import numpy as np
 
 from bmsgw.core import _kernel
-from bmsgw.core.chemistry import profile
+from bmsgw.core.chemistry import ChemistryProfile, profile, resistance_scale
 from bmsgw.model import (
     F64,
     Alarm,
@@ -56,6 +56,15 @@ from bmsgw.model import (
 )
 
 __all__ = ["Core", "CoreOutput", "CoreParams", "PackOutput"]
+
+ESTIMATORS: tuple[str, ...] = ("ekf", "counting")
+
+# per-pack current settings whose NaN default is this fraction of the pack's capacity (A per Ah)
+_PER_PACK_C: dict[str, float] = {
+    "current_sigma_a": 0.002,
+    "current_bias_sigma_a": 0.005,
+    "full_tail_current_a": 0.05,
+}
 
 _CHEMISTRY_DEFAULTS = (
     "cell_v_max_alarm",
@@ -99,10 +108,20 @@ class CoreParams:
     rest_current_a: float = 0.5
     rest_time_s: float = 1800.0
     recovery_ramp_s: float = 60.0
+    # SOC estimator (see the module docstring); NaN = the default named in the comment
+    estimator: str = "ekf"  # "ekf", or "counting": coulomb counting with the anchors only
+    voltage_sigma_v: float = 0.002  # cell-voltage measurement noise incl. resolution (1σ)
+    current_sigma_a: float = math.nan  # current-sensor noise per sample (1σ); NaN: 0.002 C of each pack
+    current_bias_sigma_a: float = math.nan  # prior σ of the current-sensor offset; NaN: 0.005 C of each pack
+    full_tail_current_a: float = math.nan  # full when |I| stays below this at the CV level; NaN: 0.05 C
+    full_voltage_margin_v: float = 0.05  # … with the highest cell at charge_voltage_cell_v − this or above
+    full_hold_s: float = 60.0  # … for this long
+    empty_voltage_cell_v: float = math.nan  # empty when the lowest cell is at or below this; NaN: min alarm
+    ocv_profile: ChemistryProfile | None = None  # replaces the built-in profile (e.g. profile_from_csv)
 
     def __post_init__(self) -> None:
         chem = Chemistry(self.chemistry)
-        prof = profile(chem)
+        prof = self.ocv_profile or profile(chem)
         object.__setattr__(self, "chemistry", chem)
         object.__setattr__(self, "cells", tuple(int(n) for n in self.cells))
         object.__setattr__(self, "sensors", tuple(int(n) for n in self.sensors))
@@ -110,7 +129,22 @@ class CoreParams:
         for name in ("charge_voltage_cell_v", "discharge_voltage_cell_v"):
             if math.isnan(getattr(self, name)):
                 object.__setattr__(self, name, float(getattr(prof, name)))
+        if math.isnan(self.empty_voltage_cell_v):
+            object.__setattr__(self, "empty_voltage_cell_v", float(self.cell_v_min_alarm))
         self._validate()
+
+    @property
+    def profile(self) -> ChemistryProfile:
+        """The chemistry profile in use: ``ocv_profile`` or the built-in one."""
+        return self.ocv_profile or profile(self.chemistry)
+
+    def per_pack(self, name: str) -> tuple[float, ...]:
+        """A per-pack current setting (``current_sigma_a``, ``current_bias_sigma_a``, ``full_tail_current_a``)
+        resolved for every pack: the configured value, or its C-rate default."""
+        value = float(getattr(self, name))
+        if not math.isnan(value):
+            return (value,) * len(self.capacity_ah)
+        return tuple(_PER_PACK_C[name] * q for q in self.capacity_ah)
 
     def _validate(self) -> None:
         def bad(name: str, why: str) -> ValueError:
@@ -118,7 +152,11 @@ class CoreParams:
 
         for f in fields(self):
             v = getattr(self, f.name)
-            if isinstance(v, float) and not math.isfinite(v):
+            if (
+                isinstance(v, float)
+                and not math.isfinite(v)
+                and not (f.name in _PER_PACK_C and math.isnan(v))
+            ):
                 raise bad(f.name, "must be a finite number")
         n = len(self.cells)
         if n == 0:
@@ -159,6 +197,18 @@ class CoreParams:
         ):
             if getattr(self, name) < 0.0:
                 raise bad(name, "must be >= 0")
+        if self.estimator not in ESTIMATORS:
+            raise bad("estimator", f"must be one of {', '.join(ESTIMATORS)}")
+        for name in ("full_voltage_margin_v", "full_hold_s"):
+            if getattr(self, name) < 0.0:
+                raise bad(name, "must be >= 0")
+        for name in ("voltage_sigma_v", *_PER_PACK_C):
+            if not getattr(self, name) > 0.0 and not math.isnan(getattr(self, name)):
+                raise bad(name, "must be > 0")
+        if not 0.0 < self.empty_voltage_cell_v < self.cell_v_max_warn:
+            raise bad("empty_voltage_cell_v", "need 0 < empty_voltage_cell_v < cell_v_max_warn")
+        if self.ocv_profile is not None and self.ocv_profile.chemistry is not self.chemistry:
+            raise bad("ocv_profile", f"is a {self.ocv_profile.chemistry} profile for a {self.chemistry} core")
 
     @classmethod
     def defaults(
@@ -171,7 +221,7 @@ class CoreParams:
     ) -> CoreParams:
         """Parameters with the chemistry profile's thresholds; currents default to 0.5 C charge / 1 C
         discharge of the smallest pack. Any field can be overridden by keyword."""
-        prof = profile(Chemistry(chemistry))
+        prof = overrides.get("ocv_profile") or profile(Chemistry(chemistry))
         caps = tuple(float(q) for q in capacity_ah)
         kw: dict[str, Any] = {name: getattr(prof, name) for name in _CHEMISTRY_DEFAULTS}
         if caps:
@@ -190,6 +240,14 @@ class PackOutput:
     cell_soc: F64
     balance_mask: int  # bit n = bleed cell n
     contactor_open_request: bool
+    soc_std: float = math.nan  # 1σ of the pack's mean-cell SOC estimate
+    capacity_ah: float = math.nan  # capacity estimate (rated until two anchors were far enough apart)
+    r0_ohm: float = math.nan  # cell R0 estimate at the present temperature
+    current_bias_a: float = math.nan  # estimated current-sensor offset (measured − true)
+    anchors: int = 0  # OCV resets and full/empty calibrations so far
+    last_anchor: str = ""  # kind of the newest anchor: "rest", "full" or "empty"
+    last_anchor_t: float = math.nan
+    first_anchor_t: float = math.nan  # first anchor, or the first time soc_std fell below 2 %
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -204,6 +262,20 @@ class CoreOutput:
 
 
 _REASONS: tuple[Reason, ...] = tuple(Reason(r) for r in _kernel.REASONS)
+# the profile's cell model as the kernel reads it
+_MODEL_FIELDS = (
+    "r0_ohm_ah",
+    "r1_ohm_ah",
+    "tau1_s",
+    "hyst_gamma",
+    "hyst_tau_s",
+    "coulomb_efficiency",
+    "model_sigma_v",
+    "model_corr_s",
+    "nominal_v",
+)
+_ANCHORS: tuple[str, ...] = _kernel.ANCHOR_KINDS
+_RS_TEMPS: tuple[float, ...] = tuple(float(x) for x in range(-40, 86))  # R(T) sampled every 1 °C
 _CODES: tuple[AlarmCode, ...] = tuple(AlarmCode(c) for c in _kernel.ALARM_CODES)
 
 
@@ -221,6 +293,8 @@ class Core:
         "_cell_t",
         "_cell_v",
         "_contactor",
+        "_est_f",
+        "_est_i",
         "_k",
         "_last",
         "_lat_on",
@@ -240,10 +314,13 @@ class Core:
         params: CoreParams,
         initial_soc: Sequence[float] | None = None,
         *,
+        initial_cell_soc: Sequence[Sequence[float]] | None = None,
         kernel_module: ModuleType | None = None,
     ) -> None:
         """`initial_soc`: one SOC (0..1) per pack, or None to start each cell from its OCV on the first
-        sample. `kernel_module` swaps the kernel implementation (parity tests and benchmarks only)."""
+        sample. `initial_cell_soc` (needs `initial_soc`): per pack, its cells' SOC, e.g. restored after a
+        restart; `initial_soc` is then the pack SOC reported until the first sample. `kernel_module` swaps
+        the kernel implementation (parity tests and benchmarks only)."""
         self.params = params
         n = len(params.cells)
         init: memoryview[float] | None = None
@@ -252,15 +329,34 @@ class Core:
             if len(vals) != n or any(not 0.0 <= x <= 1.0 for x in vals):
                 raise ValueError(f"initial_soc needs {n} values in 0..1, got {initial_soc!r}")
             init = _f64_buffer(vals)
-        prof = profile(params.chemistry)
+        cells: list[list[float]] | None = None
+        if initial_cell_soc is not None:
+            cells = [[float(x) for x in row] for row in initial_cell_soc]
+            if (
+                initial_soc is None
+                or [len(row) for row in cells] != list(params.cells)
+                or any(not 0.0 <= x <= 1.0 for row in cells for x in row)
+            ):
+                raise ValueError(
+                    f"initial_cell_soc needs initial_soc and {list(params.cells)} cell values in 0..1"
+                )
+        prof = params.profile
         km = kernel_module if kernel_module is not None else _kernel
+        model = {name: float(getattr(prof, name)) for name in _MODEL_FIELDS}
         self._k: _kernel.Kernel = km.Kernel(
             params,
-            r0_ohm_ah=prof.r0_ohm_ah,
-            nominal_v=prof.nominal_v,
-            ocv_soc=_f64_buffer(prof.soc_points),
-            ocv_v=_f64_buffer(prof.ocv_points),
+            model=model,
+            soc_grid=_f64_buffer(prof.soc_points),
+            ocv_tab=_f64_buffer([v for row in prof.ocv_by_temp for v in row]),
+            hyst_tab=_f64_buffer([v for row in prof.hyst_by_temp for v in row]),
+            tab_temps=_f64_buffer(prof.ocv_temps_c),
+            rs_temps=_f64_buffer(_RS_TEMPS),
+            rs_vals=_f64_buffer([resistance_scale(prof, x) for x in _RS_TEMPS]),
+            current_sigma=_f64_buffer(params.per_pack("current_sigma_a")),
+            bias_sigma=_f64_buffer(params.per_pack("current_bias_sigma_a")),
+            tail_current=_f64_buffer(params.per_pack("full_tail_current_a")),
             initial_soc=init,
+            initial_cell_soc=_f64_buffer([x for row in cells for x in row]) if cells is not None else None,
         )
         k = self._k
         self._n = n
@@ -276,6 +372,13 @@ class Core:
         self._contactor: memoryview[int] = memoryview(k.contactor).cast("B").cast("i")
         self._lat_on: memoryview[int] = memoryview(k.lat_on).cast("B").cast("i")
         self._lat_since: memoryview[float] = memoryview(k.lat_since).cast("B").cast("d")
+        self._est_f: tuple[memoryview[float], ...] = tuple(
+            memoryview(b).cast("B").cast("d")
+            for b in (k.x, k.pcov, k.cap_est, k.r0_p, k.anchor_t, k.first_anchor_t)
+        )
+        self._est_i: tuple[memoryview[int], ...] = tuple(
+            memoryview(b).cast("B").cast("i") for b in (k.anchor_n, k.anchor_kind)
+        )
         self._last: list[PackSample | None] = [None] * n
         self._pack_out: list[PackOutput | None] = [None] * n
         self._alarm_version = -1
@@ -320,6 +423,8 @@ class Core:
         mask = self._mask
         contactor = self._contactor
         limit_cells = k.mask_cells
+        est_x, est_p, est_cap, est_r0, est_at, est_first = self._est_f
+        est_n, est_kind = self._est_i
         packs: list[PackOutput] = []
         for i in range(n):
             # SOC and balancing only change with new data; the contactor request can also change with t
@@ -335,7 +440,12 @@ class Core:
                 m = int.from_bytes(np.packbits(self._bal[a:b] != 0, bitorder="little").tobytes(), "little")
             cell_soc = self._soc[a:b].copy()
             cell_soc.flags.writeable = False  # shared by every output until the pack changes
-            po = PackOutput(soc_pack[i], 1.0, cell_soc, m, contactor[i] != 0)
+            var = est_p[25 * i]
+            po = PackOutput(
+                soc_pack[i], 1.0, cell_soc, m, contactor[i] != 0,
+                math.sqrt(var) if var > 0.0 else 0.0, est_cap[i], est_r0[i], est_x[5 * i + 3],
+                est_n[i], _ANCHORS[est_kind[i]], est_at[i], est_first[i],
+            )  # fmt: skip
             pack_out[i] = po
             packs.append(po)
 
@@ -389,6 +499,30 @@ class Core:
         out: dict[str, Any] = {}
         for name in (
             "soc",
+            "dz",
+            "dz_var",
+            "x",
+            "pcov",
+            "ibar",
+            "cap_est",
+            "ah",
+            "ref_z",
+            "ref_ah",
+            "ref_ok",
+            "thr",
+            "cap_n",
+            "anchor_n",
+            "anchor_kind",
+            "anchor_t",
+            "first_anchor_t",
+            "converged",
+            "temp_p",
+            "r0_p",
+            "rest_next",
+            "full_since",
+            "empty_since",
+            "full_done",
+            "empty_done",
             "bal",
             "seen",
             "pending",

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from bmsgw.clock import Clock
-from bmsgw.config import OutputConfig
+from bmsgw.config import OutputConfig, Settings
+from bmsgw.ems import EmsCommands
 from bmsgw.inverter import CAN_CODECS
 from bmsgw.model import GatewayState
 
-__all__ = ["OUTPUTS", "Output", "OutputFactory"]
+__all__ = ["OUTPUTS", "OUTPUT_CHECKS", "Output", "OutputFactory", "TakesCommands"]
 
 
 class Output(Protocol):
@@ -23,14 +24,61 @@ class Output(Protocol):
         ...
 
 
-OutputFactory = Callable[[OutputConfig, Clock, Callable[[], GatewayState]], Output]
-"""(output config, clock, newest state) -> Output."""
+@runtime_checkable
+class TakesCommands(Protocol):
+    """An output that accepts EMS commands; the Gateway hands it the pipeline's EmsCommands."""
+
+    ems: EmsCommands | None
 
 
-def _can(cfg: OutputConfig, clock: Clock, state: Callable[[], GatewayState]) -> Output:
+OutputFactory = Callable[[Settings, OutputConfig, Clock, Callable[[], GatewayState]], Output]
+"""(settings, output config, clock, newest state) -> Output."""
+
+
+def _can(settings: Settings, cfg: OutputConfig, clock: Clock, state: Callable[[], GatewayState]) -> Output:
     from bmsgw.outputs.can import CanOutput
 
-    return CanOutput(cfg, clock, state)
+    return CanOutput(cfg, clock, state, name=settings.gateway.name)
 
 
-OUTPUTS: dict[str, OutputFactory] = dict.fromkeys(CAN_CODECS, _can)
+def _pylontech_rs485(
+    settings: Settings, cfg: OutputConfig, clock: Clock, state: Callable[[], GatewayState]
+) -> Output:
+    from bmsgw.outputs.pylontech_rs485 import PylontechRs485Output
+
+    return PylontechRs485Output(settings, cfg, clock, state)
+
+
+def _modbus(settings: Settings, cfg: OutputConfig, clock: Clock, state: Callable[[], GatewayState]) -> Output:
+    from bmsgw.outputs.modbus import ModbusOutput
+
+    return ModbusOutput(settings, cfg, clock, state)
+
+
+OUTPUTS: dict[str, OutputFactory] = {
+    **dict.fromkeys(CAN_CODECS, _can),
+    "pylontech-rs485": _pylontech_rs485,
+    "modbus-tcp": _modbus,
+    "modbus-rtu": _modbus,
+}
+
+
+def _serial_or_tcp(cfg: OutputConfig) -> str | None:
+    if cfg.port is None and cfg.tcp_port is None:
+        return f"{cfg.protocol} needs port (serial device or socket:// URL) and/or tcp_port; neither is set"
+    return None
+
+
+def _modbus_rtu(cfg: OutputConfig) -> str | None:
+    if cfg.port is None:
+        return "modbus-rtu needs port (the serial device, e.g. /dev/ttyUSB0)"
+    if cfg.allow:
+        return "allow applies to modbus-tcp only (on RS485 the bus is the trust boundary, docs/security.md)"
+    return None
+
+
+OUTPUT_CHECKS: dict[str, Callable[[OutputConfig], str | None]] = {
+    "pylontech-rs485": _serial_or_tcp,
+    "modbus-rtu": _modbus_rtu,
+}
+"""Per-protocol checks of an [[outputs]] entry (run by config validation): the problem, or None."""

@@ -29,6 +29,26 @@ ServiceFactory = Callable[["Gateway"], "Service | None"]
 SERVICES: list[ServiceFactory] = []
 
 
+def _mqtt(gateway: Gateway) -> Service | None:
+    if not gateway.settings.mqtt.enabled:
+        return None
+    from bmsgw.telemetry.mqtt import MqttService  # aiomqtt is imported only by a gateway that publishes
+
+    return MqttService(gateway)
+
+
+SERVICES.append(_mqtt)
+
+
+def _web(gateway: Gateway) -> Service | None:
+    from bmsgw.telemetry.web import web_service  # aiohttp is imported only by a gateway that serves
+
+    return web_service(gateway)
+
+
+SERVICES.append(_web)
+
+
 def build_services(gateway: Gateway) -> list[Service]:
     """Every enabled service for this gateway."""
     return [s for factory in SERVICES if (s := factory(gateway)) is not None]

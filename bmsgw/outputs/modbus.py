@@ -1,0 +1,300 @@
+"""Modbus servers (protocols "modbus-tcp", "modbus-rtu"): SunSpec at 40000 and the bmsgw map at 0.
+
+Every request refreshes the registers from the newest GatewayState (pymodbus SimDevice `action`), so a
+client always reads the present state, the fail-safe one included. Writes (EMS commands, bmsgw/ems.py)
+are refused unless `writes = true`, and over TCP only clients listed in `allow` may write:
+
+- writes off, or a client not allowed: exception 1 (ILLEGAL FUNCTION), whatever the address;
+- a register that is not writable (readings, SunSpec points bmsgw does not take): exception 2;
+- a value out of range: exception 3; in every error case nothing changes;
+- an undefined address: exception 2 (pymodbus); coil/discrete functions: exception 1.
+
+Requests for another unit id get exception 0x0B over TCP and no answer on RS485 (another device's turn).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import dataclasses
+import ipaddress
+import math
+from collections.abc import Callable, Sequence
+from typing import Any, Final
+
+from pymodbus.constants import ExcCodes
+from pymodbus.pdu import ExceptionResponse, ModbusPDU
+from pymodbus.server import ModbusSerialServer, ModbusTcpServer
+from pymodbus.server.requesthandler import ServerRequestHandler
+from pymodbus.simulator import DataType, SimData, SimDevice
+
+from bmsgw import __version__
+from bmsgw.clock import Clock
+from bmsgw.config import OutputConfig, Settings
+from bmsgw.core.chemistry import profile
+from bmsgw.ems import Command, EmsCommands
+from bmsgw.inverter import modbus_map, sunspec
+from bmsgw.inverter.modbus_map import PackStats
+from bmsgw.inverter.registers import ModbusError
+from bmsgw.log import get_logger
+from bmsgw.model import GatewayState
+
+__all__ = ["DEFAULT_BAUDRATE", "DEFAULT_TCP_PORT", "ModbusOutput", "decode_write", "identity_for"]
+
+DEFAULT_TCP_PORT: Final = 502
+DEFAULT_BAUDRATE: Final = 19200
+
+_log = get_logger(__name__)
+
+_READS: Final = frozenset({3, 4})  # read holding / input registers (one shared address space)
+_WRITES: Final = frozenset({6, 16, 22, 23})  # write single / multiple, mask write, read-write multiple
+_PEER: contextvars.ContextVar[str | None] = contextvars.ContextVar("bmsgw_modbus_peer", default=None)
+
+
+def decode_write(address: int, values: Sequence[int], cmd: Command) -> Command | ModbusError:
+    """A register write anywhere in the address space → the new command, or the exception to answer."""
+    if address >= sunspec.BASE:
+        return sunspec.decode_write(address, values, cmd)
+    return modbus_map.decode_write(address, values, cmd)
+
+
+def identity_for(settings: Settings, cfg: OutputConfig) -> sunspec.Identity:
+    """The SunSpec identity of this gateway: serial = gateway name, ratings from the packs and limits."""
+    packs = settings.packs
+    nominal = profile(settings.chemistry).nominal_v
+    cells = sorted({p.cells for p in packs})
+    return sunspec.Identity(
+        serial=settings.gateway.name,
+        model=f"bmsgw {settings.chemistry.value.upper()} {len(packs)}x{'/'.join(map(str, cells))}S",
+        version=__version__,
+        unit_id=cfg.unit_id,
+        pack_capacity_ah=tuple(p.capacity_ah for p in packs),
+        pack_nominal_v=tuple(p.cells * nominal for p in packs),
+        max_charge_a=settings.limits.max_charge_current_a * len(packs),
+        max_discharge_a=settings.limits.max_discharge_current_a * len(packs),
+        remote_control=cfg.writes,
+    )
+
+
+class ModbusOutput:
+    """One Modbus server (TCP or RTU by `cfg.protocol`); serves until cancelled, reopens after failures."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        cfg: OutputConfig,
+        clock: Clock,
+        state: Callable[[], GatewayState],
+        *,
+        ems: EmsCommands | None = None,
+    ) -> None:
+        """`ems`: the command store to write into (the Gateway hands over the pipeline's)."""
+        self.cfg = cfg
+        self.identity = identity_for(settings, cfg)
+        self.serial = cfg.protocol == "modbus-rtu"
+        self.ems = ems if ems is not None else (EmsCommands() if cfg.writes else None)
+        self._clock = clock
+        self._state = state
+        self._allow = [ipaddress.ip_network(a, strict=False) for a in cfg.allow]
+        self._capacity = tuple(p.capacity_ah for p in settings.packs)
+        self._key: tuple[object, ...] = ()
+        self._blocks: list[tuple[int, list[int]]] = []
+        self.sent = 0  # responses, exceptions included
+        self.requests = 0
+        self.rejected_writes = 0
+        self.accepted_writes = 0
+        self.errors = 0  # failures to open the port / listen
+        self.listening = False
+        self.bound_port: int | None = None  # TCP port actually listened on (tcp_port 0 picks a free one)
+
+    # --- register image ------------------------------------------------------------------------------
+
+    def blocks(self, t: float) -> list[tuple[int, list[int]]]:
+        """(start address, registers) of every block for the newest state at clock time t."""
+        state = self._state()
+        cmd = self.ems.command(t) if self.ems is not None else Command()
+        remaining = math.ceil(self.ems.remaining(t)) if self.ems is not None else 0
+        key = (state, cmd, remaining)
+        if key != self._key:
+            self._key, self._blocks = key, self._encode(state, cmd, remaining)
+        return self._blocks
+
+    def _encode(self, state: GatewayState, cmd: Command, remaining: float) -> list[tuple[int, list[int]]]:
+        stats = [PackStats.of(v) for v in state.packs]
+        out = [(modbus_map.STATUS_BASE, modbus_map.encode_status(state, cmd, remaining, self.cfg.writes))]
+        for i, (view, st) in enumerate(zip(state.packs, stats, strict=True)):
+            cap = self._capacity[i] if i < len(self._capacity) else math.nan
+            block = modbus_map.encode_pack(view, state.t, cap, state.alarms, st)
+            out.append((modbus_map.PACK_BASE + modbus_map.PACK_STRIDE * i, block))
+        out.append((modbus_map.CONTROL_BASE, modbus_map.encode_control(cmd)))
+        out.append((sunspec.BASE, sunspec.encode(state, self.identity, cmd, stats)))
+        return out
+
+    # --- requests -------------------------------------------------------------------------------------
+
+    async def _action(
+        self,
+        fc: int,
+        start: int,
+        address: int,
+        count: int,
+        registers: list[int],
+        values: list[int] | list[bool] | None,
+    ) -> ExcCodes | None:
+        """pymodbus calls this on every register access: check writes, then refresh the registers."""
+        if fc not in _READS and fc not in _WRITES:
+            return ExcCodes.ILLEGAL_FUNCTION
+        t = self._clock.now()
+        if values is not None:
+            problem = self._write(address, [int(v) for v in values], t)
+            if problem is not None:
+                self.rejected_writes += 1
+                return ExcCodes(int(problem))
+        for base, regs in self.blocks(t):
+            registers[base - start : base - start + len(regs)] = regs
+        return None
+
+    def _write(self, address: int, values: list[int], t: float) -> ModbusError | None:
+        """Accept a write into the EMS command, or say which exception refuses it (nothing changes then)."""
+        peer = _PEER.get()
+        if not self.cfg.writes or self.ems is None or not self._allowed(peer):
+            _log.warning("modbus write refused", peer=peer, address=address, writes=self.cfg.writes)
+            return ModbusError.ILLEGAL_FUNCTION
+        before = self.ems.command(t)
+        cmd = decode_write(address, values, before)
+        if isinstance(cmd, ModbusError):
+            _log.warning("modbus write rejected", peer=peer, address=address, values=values, error=cmd.name)
+            return cmd
+        self.ems.write(cmd, t, self.cfg.control_timeout_s)
+        self.accepted_writes += 1
+        if dataclasses.replace(cmd, heartbeat=0) != dataclasses.replace(before, heartbeat=0):
+            _log.info("ems command", peer=peer, command=dataclasses.asdict(cmd))
+        return None
+
+    def _allowed(self, peer: str | None) -> bool:
+        if self.serial:
+            return True  # on RS485 the bus is the trust boundary (`allow` applies to TCP only)
+        if peer is None:
+            return False
+        try:
+            ip = ipaddress.ip_address(peer.split("%", 1)[0])
+        except ValueError:
+            return False
+        return any(ip in net for net in self._allow)
+
+    def _trace_pdu(self, sending: bool, pdu: ModbusPDU) -> ModbusPDU:
+        if sending:
+            self.sent += 1
+        else:
+            self.requests += 1
+        return pdu
+
+    # --- server ---------------------------------------------------------------------------------------
+
+    def _device(self) -> SimDevice:
+        blocks = self.blocks(self._clock.now())
+        data = [SimData(base, values=regs, datatype=DataType.REGISTERS) for base, regs in blocks]
+        return SimDevice(id=self.cfg.unit_id, simdata=data, action=self._action)
+
+    def _server(self) -> _TcpServer | _SerialServer:
+        device = self._device()
+        server: _TcpServer | _SerialServer
+        if self.serial:
+            server = _SerialServer(
+                device,
+                port=self.cfg.port or "",
+                baudrate=self.cfg.baudrate or DEFAULT_BAUDRATE,
+                parity="N",
+                bytesize=8,
+                stopbits=1,
+                trace_pdu=self._trace_pdu,
+            )
+        else:
+            server = _TcpServer(device, address=(self.cfg.host, self._tcp_port), trace_pdu=self._trace_pdu)
+        server.unit_id = self.cfg.unit_id
+        return server
+
+    @property
+    def _tcp_port(self) -> int:
+        return DEFAULT_TCP_PORT if self.cfg.tcp_port is None else self.cfg.tcp_port
+
+    async def run(self) -> None:
+        """Serve until cancelled; retry with backoff while the port cannot be opened."""
+        backoff = 0.5
+        where = self.cfg.port if self.serial else f"{self.cfg.host}:{self._tcp_port}"
+        while True:
+            server = self._server()
+            try:
+                await server.serve_forever(background=True)
+                self.bound_port = _bound_port(server)
+                self.listening = True
+                if self.bound_port is not None:
+                    where = f"{self.cfg.host}:{self.bound_port}"
+                backoff = 0.5
+                _log.info("modbus serving", protocol=self.cfg.protocol, at=where, unit_id=self.cfg.unit_id)
+                await asyncio.get_running_loop().create_future()  # until cancelled
+            except RuntimeError as exc:  # pymodbus: "Could not start listen" (port busy, no such device)
+                self.errors += 1
+                _log.error(
+                    "modbus server cannot listen", protocol=self.cfg.protocol, at=where, error=str(exc)
+                )
+            finally:
+                self.listening, self.bound_port = False, None
+                await server.shutdown()  # type: ignore[no-untyped-call]
+                task = getattr(server, "reconnect_task", None)  # a serial relisten pending
+                if task is not None:
+                    task.cancel()
+            await asyncio.sleep(backoff / self._clock.speed)
+            backoff = min(backoff * 2, 30.0)
+
+
+def _bound_port(server: ModbusTcpServer | ModbusSerialServer) -> int | None:
+    sockets = getattr(server.transport, "sockets", None) or ()
+    return int(sockets[0].getsockname()[1]) if sockets else None
+
+
+# pymodbus has no hook that knows the client or filters unit ids: a request handler of our own does both.
+
+
+class _Handler(ServerRequestHandler):
+    """Answers only our unit id and tells the action who is asking (for `allow`)."""
+
+    async def handle_request(self) -> None:
+        pdu = self.last_pdu
+        owner = self.server
+        if pdu is None:
+            return
+        if pdu.dev_id != owner.unit_id:
+            if not owner.bmsgw_serial:  # on RS485 another device answers (or nobody: a broadcast)
+                reply = ExceptionResponse(pdu.function_code, ExcCodes.GATEWAY_NO_RESPONSE)
+                reply.transaction_id, reply.dev_id = pdu.transaction_id, pdu.dev_id
+                self.server_send(reply, self.last_addr)  # type: ignore[no-untyped-call]
+            return
+        peer = None
+        if not owner.bmsgw_serial and self.transport is not None:
+            name = self.transport.get_extra_info("peername")
+            peer = str(name[0]) if name else None
+        token = _PEER.set(peer)
+        try:
+            await super().handle_request()  # type: ignore[no-untyped-call]
+        finally:
+            _PEER.reset(token)
+
+
+class _OwnHandler:
+    """Server mixin: connections get a _Handler, which reads `unit_id` and `bmsgw_serial` from here."""
+
+    bmsgw_serial: bool
+    unit_id: int = 1
+
+    def callback_new_connection(self) -> _Handler:
+        server: Any = self
+        return _Handler(server, server.trace_packet, server.trace_pdu, server.trace_connect)  # type: ignore[no-untyped-call]
+
+
+class _TcpServer(_OwnHandler, ModbusTcpServer):
+    bmsgw_serial = False
+
+
+class _SerialServer(_OwnHandler, ModbusSerialServer):
+    bmsgw_serial = True
