@@ -96,7 +96,10 @@ def charge_voltage(limits: Limits, voltage: float) -> float:
     cvl, dvl = limits.cvl.value, limits.dvl.value
     if math.isfinite(dvl) and not cvl >= dvl:
         cvl = dvl
-    return cvl if math.isfinite(cvl) and cvl >= _HALF_STEP else voltage
+    if math.isfinite(cvl) and cvl >= _HALF_STEP:
+        return cvl
+    # No usable CVL: hold the pack voltage (never 0, never below DVL).
+    return max(voltage, dvl) if math.isfinite(dvl) else voltage
 
 
 decode_inverter: Final = decode_keepalive
