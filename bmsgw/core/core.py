@@ -6,11 +6,24 @@ data model and the kernel's flat buffers.
 
 Behaviour in one place (see the kernel for the details):
 
-* **SOC** per cell by coulomb counting (trapezoid between successive distinct sample times of a pack, no
-  integration across gaps > 5 s), started from the OCV of each cell (IR-compensated with the chemistry's
-  typical R0) unless ``initial_soc`` is given. After ``rest_time_s`` with |I| < ``rest_current_a`` each
-  cell's SOC is pulled (time constant 60 s) into the band its OCV allows, OCV ± 20 mV: on the flat LFP
-  plateau that band is wide and only gross errors get corrected; at the steep ends and on NMC it is tight.
+* **SOC** per cell ("bar-delta" EKF): per pack, an EKF on the mean cell with x = [SOC, RC voltage,
+  hysteresis h, current-sensor bias, R0 scale], model V = OCV(z, T) + M(z, T)·h + v1 + R0·(I − b) from the
+  chemistry profile (temperature = mean of the pack's sensors; OCV and M tables at 5/25/45 °C for LFP);
+  per cell, a scalar filter on the cell's offset from the mean cell, updated with its own voltage. Counting
+  uses the trapezoid between successive sample times (none across gaps > 5 s), η on charge, and the
+  capacity estimate. Noise: process noise from ``current_sigma_a`` and the capacity uncertainty,
+  measurement noise from ``voltage_sigma_v`` + the model's fit error, which is treated as correlated over the
+  profile's ``model_corr_s`` (faster sampling does not make the filter more confident). The start is the
+  IR-compensated OCV of each cell (σ from the OCV slope and hysteresis) unless ``initial_soc`` is given.
+  Anchors: after ``rest_time_s`` below ``rest_current_a`` an iterated-EKF OCV reset (every ``rest_time_s``
+  while the rest lasts); full when the highest cell is within ``full_voltage_margin_v`` of the charge
+  voltage and |I| < ``full_tail_current_a`` for ``full_hold_s`` (that cell → 1); empty when the lowest cell
+  is at or below ``empty_voltage_cell_v`` while not charging for ``debounce_s`` (that cell → 0). A
+  calibration is a measurement of the mean cell's SOC, so the bias learns from it through the SOC–bias
+  covariance (minus the share the capacity error since the last reference explains); far-apart certain
+  anchors (ΔSOC ≥ 0.4) give a capacity sample ΔAh/ΔSOC. The bias is observable wherever the OCV has slope
+  (the SOC drift it causes shows in the voltage) and at anchors; on a flat LFP plateau only via anchors.
+  ``estimator="counting"`` keeps the anchors but skips the voltage updates.
   Pack SOC = soc_min / (soc_min + 1 − soc_max); system SOC = capacity-weighted over online packs.
 * **Protection**: debounced Schmitt triggers per pack (trip after the condition held ``debounce_s``,
   ``overcurrent_time_s`` for overcurrent; clear after the value held inside limit ∓ hysteresis for

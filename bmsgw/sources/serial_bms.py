@@ -181,9 +181,9 @@ class _DalyPoller:
 
         answers[daly.CMD_SOC] = await ask(daly.CMD_SOC)
         answers[daly.CMD_COUNTS] = counts = await ask(daly.CMD_COUNTS)
-        for cmd, n in ((daly.CMD_CELLS, counts[0][0]), (daly.CMD_TEMPS, counts[0][1])):
-            frames = daly.frames_for(cmd, n, n)
-            if frames:
+        cells, temps = counts[0][0], counts[0][1]
+        for cmd in (daly.CMD_CELLS, daly.CMD_TEMPS):
+            if frames := daly.frames_for(cmd, cells, temps):
                 answers[cmd] = await ask(cmd, frames)
         for cmd in self._OPTIONAL:
             key = (host, cmd)
@@ -222,8 +222,8 @@ class SerialBmsSource:
         if port is None:
             raise ValueError(f"packs[{packs[0]}].port is required for source {self.kind!r}")
         self.port = port
-        self.baudrate = next((c.baudrate for c in cfgs if c.baudrate), SERIAL_KINDS[self.kind].baudrate)
         kind = SERIAL_KINDS[self.kind]
+        self.baudrate = next((c.baudrate for c in cfgs if c.baudrate), kind.baudrate)
         self._packs = [
             (i, kind.resolve(c.address), c.poll_interval_s) for i, c in zip(packs, cfgs, strict=True)
         ]
