@@ -66,8 +66,10 @@ class Pipeline:
             settings.gateway.frozen_after,
         )
         self.core = Core(self.params, initial_soc, initial_cell_soc=initial_cell_soc)
-        # EMS commands (from outputs with `writes = true`) tighten the core's limits on every step.
-        self.ems = EmsCommands() if any(o.writes for o in settings.outputs) else None
+        # EMS commands (from outputs with `writes = true`, or the web API with a [web] token) tighten the
+        # core's limits on every step.
+        commanded = any(o.writes for o in settings.outputs) or settings.web.token is not None
+        self.ems = EmsCommands() if commanded else None
         self._stats: list[_Extremes | None] = [None] * len(self._ids)
         self._views: list[tuple[PackStatus, PackSample | None, PackOutput | None, PackView] | None] = [
             None

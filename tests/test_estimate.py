@@ -211,3 +211,33 @@ def test_cli_errors_exit_2(
     err = capsys.readouterr().err
     assert err.startswith("bmsgw estimate: ")
     assert match in err
+
+
+def test_a123_converter(tmp_path: Path) -> None:
+    """examples/a123_to_csv.py: discharge-positive rows → charge-positive rows with the reference SOC."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "a123_to_csv", Path(__file__).parents[1] / "examples" / "a123_to_csv.py"
+    )
+    assert spec is not None
+    assert spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    src = tmp_path / "A123_DYN_50_P25_s1.csv.gz"
+    src.write_bytes(
+        gzip.compress(
+            b"time, step, current, voltage, chgAh, disAh\n"
+            b"100.5, 1, 1.0, 3.3, 0.0, 0.5\n101.5, 1, -2.0, 3.4, 0.1, 0.6\n"
+        )
+    )
+    dest = tmp_path / "out.csv"
+    assert mod.convert(src, dest) == 25.0
+    log = read_log(dest)
+    assert log.t.tolist() == [0.0, 1.0]
+    assert log.current.tolist() == [-1.0, 2.0]
+    assert log.temp is not None
+    assert log.temp.tolist() == [25.0, 25.0]
+    assert log.soc_ref is not None
+    eta, q = mod.ETA_Q[25]
+    assert log.soc_ref.tolist() == pytest.approx([1 - 0.5 / q, 1 - (0.6 - eta * 0.1) / q], abs=1e-6)

@@ -37,6 +37,8 @@ def test_wheel_contents(tmp_path: Path, skip: bool) -> None:
     assert "bmsgw/core/_kernel.pxd" in names
     assert "bmsgw/dbc/pack.dbc" in names
     assert "bmsgw/dbc/pylontech_lv.dbc" in names
+    for asset in ("index.html", "app.js", "style.css"):  # the dashboard, shipped as package data
+        assert f"bmsgw/telemetry/web/{asset}" in names
     assert not [n for n in names if n.endswith(".c")]
 
 

@@ -24,7 +24,6 @@ from bmsgw.cli import main
 from bmsgw.clock import ScaledClock
 from bmsgw.config import Source
 from bmsgw.core import IS_COMPILED
-from bmsgw.ems import EmsCommands
 from bmsgw.model import AlarmCode, AlarmLevel, PackStatus, Reason
 from bmsgw.telemetry import build_services
 from bmsgw.telemetry.snapshot import state_dict
@@ -273,6 +272,11 @@ async def test_control_needs_the_token() -> None:
             assert "latched" in (await resp.json())["error"]
         async with rig.http.post(rig.url + "/api/control/launch", headers=ok) as resp:
             assert resp.status == 404
+        rig.gateway.pipeline.ems = None  # as if no EMS command channel existed
+        async with rig.http.post(
+            rig.url + "/api/control/force-charge", headers=ok, json={"enable": True}
+        ) as r:
+            assert r.status == 501
         async with rig.http.get(url, headers=ok) as resp:
             assert resp.status == 405
 
@@ -288,12 +292,8 @@ async def test_control_writes_ems_commands() -> None:
         await settled(rig)
         ok = {"Authorization": f"Bearer {TOKEN}"}
         url = rig.url + "/api/control/charge-current-limit"
-        wired = isinstance(getattr(rig.gateway.pipeline, "ems", None), EmsCommands)
-        if not wired:
-            async with rig.http.post(url, headers=ok, json={"amperes": 20}) as resp:
-                assert resp.status == 501
-            rig.gateway.pipeline.ems = EmsCommands()  # type: ignore[attr-defined]
-        ems: EmsCommands = rig.gateway.pipeline.ems  # type: ignore[attr-defined]
+        ems = rig.gateway.pipeline.ems
+        assert ems is not None  # a [web] token gives the pipeline an EMS command channel
         async with rig.http.post(url, headers=ok, json={"amperes": 20, "timeout_s": 60}) as resp:
             assert resp.status == 200
             doc = await resp.json()
@@ -309,8 +309,15 @@ async def test_control_writes_ems_commands() -> None:
             assert resp.status == 200
         cmd = ems.command(rig.gateway.clock.now())
         assert (cmd.max_charge_a, cmd.max_discharge_a, cmd.force_charge) == (20.0, 30.5, True)
-        if wired:  # the pipeline applies the command: CCL goes down with reason "ems"
-            await rig.until(lambda s: s.limits.ccl.value == 20.0 and s.limits.ccl.reason is Reason.EMS)
+        # The pipeline applies it: CCL and DCL go down with reason "ems" (and never up: 200 A > 50 A).
+        await rig.until(lambda s: s.limits.ccl.value == 20.0 and s.limits.ccl.reason is Reason.EMS)
+        await rig.until(lambda s: s.limits.dcl.value == 30.5 and s.limits.dcl.reason is Reason.EMS)
+        async with rig.http.post(url, headers=ok, json={"amperes": 200}) as resp:
+            assert resp.status == 200
+        state = await rig.until(lambda s: s.limits.ccl.reason is not Reason.EMS)
+        assert state.limits.ccl.value == 50.0
+        _, doc = await rig.get_json("/api/state")
+        assert doc["limits"]["dcl"] == {"value": 30.5, "reason": "ems"}
         bad: list[Any] = [
             {},
             {"amperes": "lots"},

@@ -13,15 +13,18 @@ cdef Py_ssize_t L_OV_WARN, L_OV_ALARM, L_UV_WARN, L_UV_ALARM, L_OTC_WARN, L_OTC_
 cdef Py_ssize_t L_OTD_ALARM, L_UTD_WARN, L_UTD_ALARM, L_CUT_WARN, L_CUT_ALARM, L_OCC, L_ODC, L_FLAGS0
 cdef Py_ssize_t N_LATCH, MASK_MAX_CELLS, ANCHOR_ITERS
 cdef int K_NONE, K_CONVERGED, K_REST, K_FULL, K_EMPTY, EST_EKF, EST_COUNTING
-cdef double MAX_GAP_S, MAX_RAMP_DT_S, BAL_WINDOW_V, BAL_DELTA_V
+cdef double MAX_GAP_S, MAX_RAMP_DT_S, REST_FILTER_S, BAL_WINDOW_V, BAL_DELTA_V
 cdef double INIT_OCV_V, INIT_SD_MIN, INIT_SD_MAX, KNOWN_SD, KNOWN_CELL_SD, V1_SD0, H_SD0, RHO_SD0
 cdef double CAP_SD_RATED, CAP_SD, CELL_CAP_SD, CELL_RW, V1_REL, H_RW, BIAS_RW_C, RHO_RW
 cdef double KAPPA, R0_SPREAD, REST_SIGMA_V, CAL_SD, H_DEADBAND_C, B_MAX_C, RHO_MIN, RHO_MAX
 cdef double CONVERGED_SD, ANCHOR_SD, CAP_MIN_DZ, CAP_GAIN, CAP_MIN, CAP_MAX
 cdef double TIME_EPS, UNSET, UNSET_BELOW, NAN
 
-@cython.locals(lo=Py_ssize_t, hi=Py_ssize_t, mid=Py_ssize_t)
+@cython.locals(lo=Py_ssize_t)
 cpdef double interp(double x, double[::1] xs, double[::1] ys, Py_ssize_t n) noexcept
+
+@cython.locals(lo=Py_ssize_t, hi=Py_ssize_t, mid=Py_ssize_t)
+cpdef Py_ssize_t bracket(double x, double[::1] xs, Py_ssize_t n) noexcept
 
 cpdef double derate_high(double x, double start, double end) noexcept
 cpdef double derate_low(double x, double end, double start) noexcept
@@ -56,7 +59,7 @@ cdef class Kernel:
     cdef readonly int[::1] seen, soc_known, prev_on, fresh, pending
     cdef readonly double[::1] last_t, last_i, rest_since, rest_next, full_since, empty_since
     cdef readonly int[::1] full_done, empty_done
-    cdef readonly double[::1] x, pcov, ibar, cap_est, ah, ref_z, ref_ah, thr
+    cdef readonly double[::1] x, pcov, ibar, irest, cap_est, ah, ref_z, ref_ah, thr
     cdef readonly int[::1] ref_ok, cap_n, anchor_n, anchor_kind, converged
     cdef readonly double[::1] anchor_t, first_anchor_t, temp_p, r0_p
     cdef readonly double[::1] soc_pack, vmin, vmax, tmin, tmax, excess, ccl_p, dcl_p
@@ -68,7 +71,7 @@ cdef class Kernel:
     # scratch
     cdef double l_ocv, l_docv, l_m, l_dm, tw
     cdef Py_ssize_t tt0, tt1
-    cdef double[::1] kv, fp, x0
+    cdef double[::1] kv, fp, x0, brow
     # system outputs
     cdef readonly double soc_sys, ccl, dcl, cvl, dvl, comm_lost_since, t_prev
     cdef readonly int ccl_reason, dcl_reason, cvl_reason, dvl_reason, n_online, have_data, comm_lost
@@ -95,7 +98,7 @@ cdef class Kernel:
     @cython.locals(
         cv="double[::1]", s=Py_ssize_t, c=Py_ssize_t, n=Py_ssize_t, j5=Py_ssize_t,
         temp=double, tsum=double, rs=double, r0n=double, dt=double, vsum=double, vbar=double, sv2=double,
-        scale=double, zb=double, x=double, resting=bint,
+        scale=double, zb=double, x=double, a=double, resting=bint,
     )
     cdef void _soc_step(
         self, Py_ssize_t p, Py_ssize_t c0, Py_ssize_t c1, Py_ssize_t s0, Py_ssize_t s1, double cur, double st,
@@ -108,15 +111,12 @@ cdef class Kernel:
     cdef void _temperature(self, double temp) noexcept
 
     @cython.locals(
-        g="double[::1]", t="double[::1]", n=Py_ssize_t, lo=Py_ssize_t, hi=Py_ssize_t, mid=Py_ssize_t,
+        g="double[::1]", t="double[::1]", n=Py_ssize_t, lo=Py_ssize_t,
         a=Py_ssize_t, b=Py_ssize_t, g0=double, dg=double, f=double, w=double, o0=double, o1=double,
     )
     cdef void _lookup(self, double z) noexcept
 
-    @cython.locals(t="double[::1]", a=Py_ssize_t, b=Py_ssize_t)
-    cdef double _blend(self, Py_ssize_t j) noexcept
-
-    @cython.locals(n=Py_ssize_t, g="double[::1]", lo=Py_ssize_t, hi=Py_ssize_t, mid=Py_ssize_t, b0=double)
+    @cython.locals(t="double[::1]", row="double[::1]", a=Py_ssize_t, b=Py_ssize_t, j=Py_ssize_t)
     cdef double _soc_from_ocv(self, double v) noexcept
 
     @cython.locals(

@@ -163,6 +163,7 @@ EST_COUNTING = 1
 # Tuning constants (behaviour summarised in core.py's docstring; deliberately not configuration).
 MAX_GAP_S = 5.0  # no coulomb counting across sample gaps longer than this
 MAX_RAMP_DT_S = 5.0  # a ramp never advances more than this per step (sparse steps do not jump)
+REST_FILTER_S = 10.0  # time constant of the current average the rest timer looks at
 # EKF: initial uncertainty
 INIT_OCV_V = 0.010  # voltage uncertainty of a first reading beyond hysteresis (relaxation, IR guess)
 INIT_SD_MIN = 0.01  # bounds of the SOC σ derived from the OCV slope at start
@@ -212,6 +213,7 @@ NAN = float("nan")
 TUNING: dict[str, float] = {
     "max_gap_s": MAX_GAP_S,
     "max_ramp_dt_s": MAX_RAMP_DT_S,
+    "rest_filter_s": REST_FILTER_S,
     "init_ocv_v": INIT_OCV_V,
     "init_sd_min": INIT_SD_MIN,
     "init_sd_max": INIT_SD_MAX,
@@ -252,6 +254,12 @@ def interp(x: float, xs: memoryview[float], ys: memoryview[float], n: int) -> fl
         return ys[0]
     if x >= xs[n - 1]:
         return ys[n - 1]
+    lo = bracket(x, xs, n)
+    return ys[lo] + (ys[lo + 1] - ys[lo]) * (x - xs[lo]) / (xs[lo + 1] - xs[lo])
+
+
+def bracket(x: float, xs: memoryview[float], n: int) -> int:
+    """Index lo of the segment [xs[lo], xs[lo + 1]] holding x (0 and n − 2 outside the table)."""
     lo = 0
     hi = n - 1
     while hi - lo > 1:
@@ -260,7 +268,7 @@ def interp(x: float, xs: memoryview[float], ys: memoryview[float], n: int) -> fl
             lo = mid
         else:
             hi = mid
-    return ys[lo] + (ys[hi] - ys[lo]) * (x - xs[lo]) / (xs[hi] - xs[lo])
+    return lo
 
 
 def derate_high(x: float, start: float, end: float) -> float:
@@ -423,6 +431,7 @@ class Kernel:
         self.x = _f64(5 * n_packs)
         self.pcov = _f64(25 * n_packs)
         self.ibar = _f64(n_packs)
+        self.irest = _f64(n_packs)  # current averaged over REST_FILTER_S (rest detection)
         self.cap_est = _f64(n_packs)
         self.ah = _f64(n_packs)  # bias-corrected Ah counter (η applied)
         self.ref_z = _f64(n_packs)  # last capacity reference point: mean-cell SOC and Ah counter there
@@ -465,6 +474,7 @@ class Kernel:
         self.tw = 0.0
         self.kv = _f64(5)  # scratch: P·Hᵀ of a mean-cell update
         self.x0 = _f64(5)  # scratch: prior state of an iterated update
+        self.brow = _f64(self.n_grid)  # scratch: the OCV row at the selected temperature
         self.fp = _f64(25)  # scratch: F·P
         for p in range(n_packs):
             self.rest_since[p] = UNSET
@@ -750,16 +760,20 @@ class Kernel:
         rs = interp(temp, self.rs_temps, self.rs_vals, self.n_rs)
         r0n = self.r0_ah / self.cap_ah[p] * rs
         n = c1 - c0
-        resting = -self.rest_i < cur < self.rest_i
         if self.seen[p] == 0:
             self.seen[p] = 1
             self._init_soc(p, c0, c1, cur, r0n)
             self.last_t[p] = st
             self.last_i[p] = cur
-            self._rest_timer(p, resting, st, 1)
+            self.irest[p] = cur
+            self._rest_timer(p, -self.rest_i < cur < self.rest_i, st, 1)
         elif st != self.last_t[p]:
             dt = st - self.last_t[p]
             if 0.0 < dt <= MAX_GAP_S:
+                # rest is judged on a 10 s average: one noisy sample does not restart a 30-minute timer
+                a = math.exp(-dt / REST_FILTER_S)
+                self.irest[p] = a * self.irest[p] + (1.0 - a) * cur
+                resting = -self.rest_i < self.irest[p] < self.rest_i
                 self._predict(p, c0, c1, dt, 0.5 * (self.last_i[p] + cur), self.r1_ah / self.cap_ah[p] * rs)
                 vsum = 0.0
                 for c in range(c0, c1):
@@ -778,7 +792,8 @@ class Kernel:
                     self._anchor(p, st, K_REST)
             else:
                 # gap or time going backwards: unknown current in between, restart the rest timer
-                self._rest_timer(p, resting, st, 1)
+                self.irest[p] = cur
+                self._rest_timer(p, -self.rest_i < cur < self.rest_i, st, 1)
             self.last_t[p] = st
             self.last_i[p] = cur
         self._calibrations(p, c0, c1, cur, st)
@@ -837,16 +852,9 @@ class Kernel:
         """OCV, dOCV/dz, hysteresis M and dM/dz at SOC `z` (in 0..1) for the selected temperature."""
         g = self.soc_grid
         n = self.n_grid
-        lo = 0
-        hi = n - 1
-        while hi - lo > 1:
-            mid = (lo + hi) >> 1
-            if g[mid] <= z:
-                lo = mid
-            else:
-                hi = mid
+        lo = bracket(z, g, n)
         g0 = g[lo]
-        dg = g[hi] - g0
+        dg = g[lo + 1] - g0
         f = (z - g0) / dg
         w = self.tw
         a = self.tt0 * n + lo
@@ -862,30 +870,15 @@ class Kernel:
         self.l_m = o0 + (o1 - o0) * f
         self.l_dm = (o1 - o0) / dg
 
-    def _blend(self, j: int) -> float:
-        t = self.ocv_tab
-        a = self.tt0 * self.n_grid + j
-        b = self.tt1 * self.n_grid + j
-        return t[a] + self.tw * (t[b] - t[a])
-
     def _soc_from_ocv(self, v: float) -> float:
         """SOC whose OCV (selected temperature) is `v`, clamped to the table's SOC range."""
-        n = self.n_grid
-        g = self.soc_grid
-        if v <= self._blend(0):
-            return g[0]
-        if v >= self._blend(n - 1):
-            return g[n - 1]
-        lo = 0
-        hi = n - 1
-        while hi - lo > 1:
-            mid = (lo + hi) >> 1
-            if self._blend(mid) <= v:
-                lo = mid
-            else:
-                hi = mid
-        b0 = self._blend(lo)
-        return g[lo] + (g[hi] - g[lo]) * (v - b0) / (self._blend(hi) - b0)
+        t = self.ocv_tab
+        row = self.brow
+        a = self.tt0 * self.n_grid
+        b = self.tt1 * self.n_grid
+        for j in range(self.n_grid):
+            row[j] = t[a + j] + self.tw * (t[b + j] - t[a + j])
+        return interp(v, row, self.soc_grid, self.n_grid)
 
     def _init_soc(self, p: int, c0: int, c1: int, cur: float, r0n: float) -> None:
         """First sample: cells from their IR-compensated OCV (unless given), covariance from the OCV slope."""

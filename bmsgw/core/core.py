@@ -15,14 +15,15 @@ Behaviour in one place (see the kernel for the details):
   measurement noise from ``voltage_sigma_v`` + the model's fit error, which is treated as correlated over the
   profile's ``model_corr_s`` (faster sampling does not make the filter more confident). The start is the
   IR-compensated OCV of each cell (σ from the OCV slope and hysteresis) unless ``initial_soc`` is given.
-  Anchors: after ``rest_time_s`` below ``rest_current_a`` an iterated-EKF OCV reset (every ``rest_time_s``
-  while the rest lasts); full when the highest cell is within ``full_voltage_margin_v`` of the charge
-  voltage and |I| < ``full_tail_current_a`` for ``full_hold_s`` (that cell → 1); empty when the lowest cell
-  is at or below ``empty_voltage_cell_v`` while not charging for ``debounce_s`` (that cell → 0). A
-  calibration is a measurement of the mean cell's SOC, so the bias learns from it through the SOC–bias
-  covariance (minus the share the capacity error since the last reference explains); far-apart certain
-  anchors (ΔSOC ≥ 0.4) give a capacity sample ΔAh/ΔSOC. The bias is observable wherever the OCV has slope
-  (the SOC drift it causes shows in the voltage) and at anchors; on a flat LFP plateau only via anchors.
+  Anchors: after ``rest_time_s`` with the 10 s current average below ``rest_current_a`` an iterated-EKF
+  OCV reset (every ``rest_time_s`` while the rest lasts); full when the highest cell is within
+  ``full_voltage_margin_v`` of the charge voltage and |I| < ``full_tail_current_a`` for ``full_hold_s``
+  (that cell → 1); empty when the lowest cell is at or below ``empty_voltage_cell_v`` while not charging
+  for ``debounce_s`` (that cell → 0). A calibration is a measurement of the mean cell's SOC, so the bias
+  learns from it through the SOC–bias covariance (minus the share the capacity error since the last
+  reference explains); far-apart certain anchors (ΔSOC ≥ 0.4) give a capacity sample ΔAh/ΔSOC. The bias
+  is observable wherever the OCV has slope (the SOC drift it causes shows in the voltage) and at anchors;
+  on a flat LFP plateau only via anchors.
   ``estimator="counting"`` keeps the anchors but skips the voltage updates.
   Pack SOC = soc_min / (soc_min + 1 − soc_max); system SOC = capacity-weighted over online packs.
 * **Protection**: debounced Schmitt triggers per pack (trip after the condition held ``debounce_s``,
@@ -517,6 +518,7 @@ class Core:
             "x",
             "pcov",
             "ibar",
+            "irest",
             "cap_est",
             "ah",
             "ref_z",

@@ -17,7 +17,6 @@ from typing import Any, Literal, Protocol
 import numpy as np
 
 from bmsgw.model import GatewayState, PackSample, PackStatus
-from bmsgw.telemetry.snapshot import finite
 
 __all__ = ["PACK_SERIES", "SYSTEM_SERIES", "HistoryBackend", "HistoryResult", "RingHistory"]
 
@@ -204,8 +203,14 @@ class RingHistory:
         ns = len(SYSTEM_SERIES)
         np_ = len(PACK_SERIES)
 
+        rows = np.round(rows, 4)  # 0.1 mV, 0.01 % SOC: plenty for charts, and a third of the JSON
+
         def col(j: int) -> list[float | None]:
-            return [finite(x) for x in rows[:, j].tolist()]
+            values = rows[:, j]
+            out: list[float | None] = values.tolist()
+            if not np.isfinite(values).all():
+                out = [x if x is not None and math.isfinite(x) else None for x in out]
+            return out
 
         system = {name: col(j) for j, (name, _) in enumerate(SYSTEM_SERIES)}
         packs = {

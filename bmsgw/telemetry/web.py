@@ -28,7 +28,7 @@ from aiohttp import web
 from bmsgw import __version__
 from bmsgw.config import Source
 from bmsgw.core import IS_COMPILED
-from bmsgw.ems import Command, EmsCommands
+from bmsgw.ems import Command
 from bmsgw.log import get_logger
 from bmsgw.model import GatewayState
 from bmsgw.sources import group_packs
@@ -260,8 +260,8 @@ class WebService:
         if action not in _CONTROL_ACTIONS:
             return _json({"error": f"unknown action {action!r}; known: {', '.join(_CONTROL_ACTIONS)}"}, 404)
         _log.info("control request", action=action, peer=request.remote)
-        ems = getattr(self.gateway.pipeline, "ems", None)
-        if action == "reset-alarms" or not isinstance(ems, EmsCommands):
+        ems = self.gateway.pipeline.ems
+        if action == "reset-alarms" or ems is None:
             return _json({"error": _CONTROL_ACTIONS[action], "action": action}, 501)
         try:
             body = await request.json() if request.can_read_body else {}
@@ -313,6 +313,7 @@ class WebService:
                 "charge_temp_max_c": p.charge_temp_max_c,
                 "discharge_temp_min_c": p.discharge_temp_min_c,
                 "discharge_temp_max_c": p.discharge_temp_max_c,
+                "temp_warn_margin_c": p.temp_warn_margin_c,
                 "max_charge_current_a": p.max_charge_current_a * len(s.packs),
                 "max_discharge_current_a": p.max_discharge_current_a * len(s.packs),
             },
@@ -356,7 +357,7 @@ _SOURCE_COUNTERS = (
     ("reconnects", "bmsgw_source_reconnects_total", "Transport reopenings after failures."),
 )
 
-_NO_EMS = "not available: the pipeline has no EMS command channel (bmsgw/ems.py) wired in"
+_NO_EMS = "not available: the pipeline has no EMS command channel (needs [web] token or Modbus writes)"
 _CONTROL_ACTIONS = {
     "reset-alarms": (
         "not implemented: the core has no reset of latched alarms; alarms clear on their own once the "

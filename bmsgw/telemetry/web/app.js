@@ -122,7 +122,7 @@ function socGauge(soc) {
       class: "level", cx: 84, cy: 84, r, stroke: color, transform: "rotate(-90 84 84)",
       "stroke-dasharray": `${(frac * c).toFixed(1)} ${c.toFixed(1)}`,
     }),
-    s("text", { class: "pct", id: "soc-value", x: 84, y: 90, "text-anchor": "middle", text: isNum(soc) ? `${pct(soc, 1)}%` : "–" }),
+    s("text", { class: "pct", id: "soc-value", x: 84, y: 90, "text-anchor": "middle", text: isNum(soc) ? `${pct(soc, soc >= 0.9995 ? 0 : 1)}%` : "–" }),
     s("text", { class: "lbl", x: 84, y: 112, "text-anchor": "middle", text: "state of charge" }));
 }
 
@@ -213,8 +213,8 @@ function renderPack(p, st) {
     h("span", { class: "stats" },
       "SOC ", h("b", { text: `${pct(p.soc, 1)} %` }),
       "  ·  SOH ", h("b", { text: `${pct(p.soh, 0)} %` }),
-      smp ? ["  ·  ", h("b", { text: `${fixed(smp.voltage, 2)} V` }), "  ", h("b", { text: `${fixed(smp.current, 1)} A` }),
-        "  ", h("b", { text: power(smp.power).join(" ") })] : null));
+      smp ? ["  ·  ", h("b", { text: `${fixed(smp.voltage, 2)} V` }), "  ·  ", h("b", { text: `${fixed(smp.current, 1)} A` }),
+        "  ·  ", h("b", { text: power(smp.power).join(" ") })] : null));
   const card = h("section", { class: "card pack", "data-pack": p.id, "aria-label": `Pack ${p.id}` }, head);
   if (!smp) {
     card.append(h("p", { class: "muted", text: "Waiting for the first complete sample from this pack." }));
@@ -255,8 +255,9 @@ function renderPack(p, st) {
     h("span", { text: `bars scaled ${lo.toFixed(3)}–${hi.toFixed(3)} V` })));
   const th = info.thresholds;
   card.append(h("div", { class: "temps", "aria-label": "Temperatures" }, smp.cell_t.map((t, i) => {
-    const hot = isNum(t) && t >= Math.min(th.charge_temp_max_c, th.discharge_temp_max_c);
-    const cold = isNum(t) && t <= th.charge_temp_min_c;
+    // Flagged where the core starts derating: within the warning margin of the charge limits.
+    const hot = isNum(t) && t >= th.charge_temp_max_c - th.temp_warn_margin_c;
+    const cold = isNum(t) && t <= th.charge_temp_min_c + th.temp_warn_margin_c;
     return h("span", { class: `temp${hot ? " hot" : ""}${cold ? " cold" : ""}` },
       h("span", { class: "muted", text: `T${i + 1}` }), h("span", { class: "t", text: `${fixed(t, 1)} °C` }));
   })));
@@ -368,7 +369,7 @@ function drawHistory() {
   }
   const cursor = s("line", { class: "cursor", y1: m.t, y2: HGT - m.b, visibility: "hidden" });
   svg.append(cursor);
-  const tip = h("div", { class: "tip", hidden: true });
+  const tip = h("div", { class: "chart-tip", hidden: true });
   svg.addEventListener("pointermove", (ev) => {
     const r = svg.getBoundingClientRect();
     const x = ((ev.clientX - r.left) / r.width) * W;
