@@ -135,6 +135,8 @@ class LimitsSection(_Section):
     debounce_s: float = Field(1.0, ge=0, le=600)
     rest_current_a: float = Field(0.5, ge=0, le=100)
     rest_time_s: float = Field(1800.0, ge=0, le=86400)
+    # Coulomb counting + anchors until the EKF is validated against a simulator with LFP hysteresis.
+    estimator: Literal["counting", "ekf"] = "counting"
     full_tail_current_a: float | None = Field(None, gt=0, le=5000)  # None: 0.05 C of each pack
     full_voltage_margin_v: float = Field(0.05, ge=0, le=1)
     full_hold_s: float = Field(60.0, ge=0, le=3600)
