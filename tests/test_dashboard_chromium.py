@@ -115,7 +115,8 @@ class Browser:
 @contextlib.asynccontextmanager
 async def browser() -> AsyncIterator[Browser]:
     assert CHROMIUM is not None
-    with tempfile.TemporaryDirectory(prefix="bmsgw-chromium-") as tmp:
+    # Chromium helper processes can still be writing the profile as the main process exits.
+    with tempfile.TemporaryDirectory(prefix="bmsgw-chromium-", ignore_cleanup_errors=True) as tmp:
         profile = Path(tmp)
         proc = await asyncio.create_subprocess_exec(
             CHROMIUM, *FLAGS, f"--user-data-dir={profile}", "--window-size=1280,1600", "about:blank",
