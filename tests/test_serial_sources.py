@@ -146,7 +146,7 @@ async def test_silent_bms_goes_stale_and_outputs_go_safe(kind: str) -> None:
         assert A_COMM in f.flags
         assert not f.charge_enable
         assert not f.discharge_enable
-        await r.until(lambda s: r.source.no_answer >= 1)  # after every attempt of the request timed out
+        await r.until(lambda s: r.source.no_answer >= 1, within=20.0)  # every attempt timed out
         r.fake.model.silent = False
         await r.until(online, within=10.0)
 
