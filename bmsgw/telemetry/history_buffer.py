@@ -68,6 +68,8 @@ class HistoryResult:
 class HistoryBackend(Protocol):
     """Where the web service keeps history: fed every state, queried by time range."""
 
+    resolution_s: float  # finest bucket width (s)
+
     def record(self, t: float, state: GatewayState) -> None:
         """Account `state` at gateway clock time t (s, never decreasing); must be quick and never raise."""
         ...

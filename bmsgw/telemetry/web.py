@@ -127,6 +127,7 @@ class WebService:
                     await site.start()
                     break
                 except OSError as exc:
+                    await site.stop()  # unregister the failed site from the runner
                     _log.error(
                         "web server cannot listen", host=self.cfg.host, port=self.cfg.port,
                         error=exc.strerror or str(exc), retry_in_s=backoff,
@@ -317,7 +318,7 @@ class WebService:
                 "max_charge_current_a": p.max_charge_current_a * len(s.packs),
                 "max_discharge_current_a": p.max_discharge_current_a * len(s.packs),
             },
-            "history_resolution_s": getattr(self.history, "resolution_s", None),
+            "history_resolution_s": self.history.resolution_s,
         }
 
     def _io_counters(self) -> list[IoCounter]:
