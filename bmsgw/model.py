@@ -166,6 +166,32 @@ class CellRef(NamedTuple):
 
 
 @dataclass(frozen=True, slots=True, eq=False)
+class PackHealth:
+    """Slow health estimates of one pack: what SOH, maintenance and the battery passport are built from."""
+
+    soh: float  # min(soh_capacity, soh_resistance), 0..1
+    soh_capacity: float  # weakest cell's capacity / rated capacity
+    soh_resistance: float  # 1 at new R0, 0 at the end-of-life resistance factor
+    capacity_ah: float  # usable pack capacity (weakest cell)
+    cell_capacity_ah: F64
+    r0_ohm: float  # pack-mean cell R0 at 25 °C
+    cell_r0_ohm: F64  # per-cell R0 at 25 °C (nan until a current step was seen)
+    equivalent_full_cycles: float
+    dod_histogram: tuple[int, ...]  # completed half-cycles per 10 %-depth bin (0–10 %, …, 90–100 %)
+    calendar_days: float  # since the estimator state was first created
+    cell_self_discharge_pct_day: F64  # SOC drift per cell relative to the pack mean at rest, %/day
+
+
+@dataclass(frozen=True, slots=True)
+class Forecast:
+    """Runtime forecast: seconds until empty (at the reserve) and until full; inf when not moving that way."""
+
+    time_to_empty_s: float
+    time_to_full_s: float
+    basis: str = ""  # "load_profile" (learned per hour of week) or "present_current"
+
+
+@dataclass(frozen=True, slots=True, eq=False)
 class PackView:
     """One pack as the outputs see it."""
 
@@ -178,6 +204,7 @@ class PackView:
     cell_soc: F64 | None = None
     balance_mask: int = 0
     contactor_open_request: bool = False
+    health: PackHealth | None = None
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -202,6 +229,7 @@ class GatewayState:
     limits: Limits
     alarms: tuple[Alarm, ...] = field(default=())
     capacity_ah: float = 0.0
+    forecast: Forecast | None = None
 
     @property
     def usable(self) -> bool:
