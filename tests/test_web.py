@@ -426,6 +426,7 @@ def test_token_warning_for_a_world_readable_config(tmp_path: Path) -> None:
     cfg.chmod(0o644)
     assert warn_if_token_readable(cfg, {"web.token": Source.FILE})
     assert not warn_if_token_readable(cfg, {"web.token": Source.ENV})  # the file does not hold it
+    assert warn_if_token_readable(cfg, {"mqtt.password": Source.FILE})  # any secret counts
     cfg.chmod(0o640)
     assert not warn_if_token_readable(cfg, {"web.token": Source.FILE})
 

@@ -34,7 +34,7 @@ from bmsgw.model import GatewayState
 from bmsgw.sources import group_packs
 from bmsgw.telemetry.health import base_url
 from bmsgw.telemetry.history_buffer import HistoryBackend, RingHistory
-from bmsgw.telemetry.metrics import CONTENT_TYPE, IoCounter, PackEnergy, exposition
+from bmsgw.telemetry.metrics import CONTENT_TYPE, IoCounter, exposition
 from bmsgw.telemetry.snapshot import state_dict
 
 if TYPE_CHECKING:
@@ -69,9 +69,13 @@ def web_service(gateway: Gateway) -> WebService | None:
     return WebService(gateway) if gateway.settings.web.enabled else None
 
 
+SECRET_KEYS = ("web.token", "mqtt.password")
+
+
 def warn_if_token_readable(config: Path | None, origin: Mapping[str, Source]) -> bool:
-    """Warn (and return True) when [web] token comes from a config file every local user can read."""
-    if config is None or origin.get("web.token") is not Source.FILE:
+    """Warn (and return True) when a secret ([web] token, [mqtt] password) comes from a world-readable file."""
+    held = [key for key in SECRET_KEYS if origin.get(key) is Source.FILE]
+    if config is None or not held:
         return False
     try:
         mode = config.stat().st_mode
@@ -80,8 +84,9 @@ def warn_if_token_readable(config: Path | None, origin: Mapping[str, Source]) ->
     if not mode & stat.S_IROTH:
         return False
     _log.warning(
-        "the configuration file holding [web] token is world-readable; restrict it (chmod 600 or 640)",
+        "the configuration file holding secrets is world-readable; restrict it (chmod 600 or 640)",
         path=str(config),
+        keys=",".join(held),
         mode=oct(stat.S_IMODE(mode)),
     )
     return True
@@ -95,8 +100,9 @@ class WebService:
         self.gateway = gateway
         self.cfg = settings.web
         ids = tuple(p.id for p in settings.packs)
+        history = history if history is not None else gateway.history  # the database when [history] is on
         self.history: HistoryBackend = history if history is not None else RingHistory(ids)
-        self.energy = PackEnergy(len(ids), settings.gateway.stale_after_s)
+        self.energy = gateway.energy
         self.url: str | None = None  # base URL once listening
         self.listener_errors = 0
         self.bad_requests = 0
@@ -149,7 +155,6 @@ class WebService:
         self._last_step = time.monotonic()
         try:
             self.history.record(state.t, state)
-            self.energy.see(state)
         except Exception as exc:  # the dashboard must never break the pipeline's publishing
             self.listener_errors += 1
             if self.listener_errors == 1:
