@@ -8,7 +8,7 @@ from typing import Literal
 
 import structlog
 
-__all__ = ["configure", "get_logger"]
+__all__ = ["RateLimit", "configure", "get_logger"]
 
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
 
@@ -44,9 +44,44 @@ def configure(fmt: Literal["auto", "json", "console"] = "auto", level: str = "in
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(_LEVELS[level])
-    # python-can and pymodbus are chatty at INFO; keep their warnings.
-    for name in ("can", "pymodbus"):
+    # python-can and pymodbus are chatty at INFO; keep their warnings, but a garbage flood from a Modbus
+    # client (pymodbus logs every bad frame with a hex dump) must not fill the journal.
+    for name in _LIBRARIES:
         logging.getLogger(name).setLevel(max(_LEVELS[level], logging.WARNING))
+    handler.addFilter(RateLimit(_LIBRARIES))
+
+
+_LIBRARIES = ("can", "pymodbus")
+
+
+class RateLimit(logging.Filter):
+    """For loggers under `prefixes`: at most `burst` records per `window_s` per prefix (by the records' own
+    timestamps); the first record after a suppressed stretch says how many were dropped. Others pass."""
+
+    def __init__(self, prefixes: tuple[str, ...], burst: int = 20, window_s: float = 60.0) -> None:
+        super().__init__()
+        self.prefixes = prefixes
+        self.burst = burst
+        self.window_s = window_s
+        self.suppressed: dict[str, int] = {}
+        self._window: dict[str, tuple[float, int]] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """True to emit `record`."""
+        top = record.name.partition(".")[0]
+        if top not in self.prefixes:
+            return True
+        start, count = self._window.get(top, (-1e300, 0))
+        if record.created - start >= self.window_s:
+            start, count = record.created, 0
+        self._window[top] = (start, count + 1)
+        if count + 1 > self.burst:
+            self.suppressed[top] = self.suppressed.get(top, 0) + 1
+            return False
+        dropped = self.suppressed.pop(top, 0)
+        if dropped:
+            record.msg = f"{record.msg} ({dropped} more {top} messages suppressed)"
+        return True
 
 
 def get_logger(name: str) -> structlog.stdlib.BoundLogger:

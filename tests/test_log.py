@@ -32,3 +32,20 @@ def test_console_format(capsys: pytest.CaptureFixture[str]) -> None:
     assert "hello" in err
     assert "x=1" in err
     assert not err.lstrip().startswith("{")
+
+
+def test_library_floods_are_rate_limited(capsys: pytest.CaptureFixture[str]) -> None:
+    configure("json", "info")
+    for k in range(500):  # e.g. a Modbus client sending garbage: pymodbus logs every bad frame
+        logging.getLogger("pymodbus.logging").error("Unable to decode frame %d", k)
+    get_logger("bmsgw.test").warning("ours still pass")
+    lines = [json.loads(x) for x in capsys.readouterr().err.splitlines()]
+    library = [x for x in lines if x["event"].startswith("Unable")]
+    assert len(library) == 20
+    assert lines[-1]["event"] == "ours still pass"
+    # a minute later (record time) the next one passes and says what was dropped
+    record = logging.LogRecord("pymodbus.logging", logging.ERROR, __file__, 1, "later", None, None)
+    record.created += 61.0
+    handler = logging.getLogger().handlers[0]
+    assert handler.filter(record)
+    assert "480 more pymodbus messages suppressed" in record.getMessage()

@@ -38,10 +38,19 @@ class SimPackConfig:
     self_discharge_per_day: float = 0.0005
     ambient_c: float = 25.0
     seed: int = 0
+    # Injected aging / weak cells (reports tests): factors on the drawn capacity and R0, whole pack and
+    # per cell (empty: all 1).
+    capacity_scale: float = 1.0
+    resistance_scale: float = 1.0
+    cell_capacity_scale: tuple[float, ...] = ()
+    cell_resistance_scale: tuple[float, ...] = ()
     rc_tau_s: float = 60.0
     r1_fraction: float = 0.5
     thermal_mass_j_per_k: float | None = None
     thermal_conductance_w_per_k: float | None = None
+    hysteresis: float = 0.0  # × the chemistry's OCV hysteresis half-gap M(z, T); 0 = none (LFP: 1 is real)
+    hysteresis_gamma: float | None = None  # its rate per unit of SOC moved; None = the chemistry's
+    cell_leak_a: tuple[float, ...] = ()  # extra self-discharge current per cell (A), e.g. a soft short
 
     def __post_init__(self) -> None:
         checks = {
@@ -54,12 +63,21 @@ class SimPackConfig:
             "resistance_spread": 0.0 <= self.resistance_spread < 1.0,
             "self_discharge_per_day": self.self_discharge_per_day >= 0,
             "seed": self.seed >= 0,
+            "capacity_scale": 0 < self.capacity_scale <= 2,
+            "resistance_scale": 0 < self.resistance_scale <= 100,
+            "cell_capacity_scale": len(self.cell_capacity_scale) in (0, self.cells)
+            and all(0 < x <= 2 for x in self.cell_capacity_scale),
+            "cell_resistance_scale": len(self.cell_resistance_scale) in (0, self.cells)
+            and all(0 < x <= 100 for x in self.cell_resistance_scale),
             "rc_tau_s": self.rc_tau_s > 0,
             "r1_fraction": self.r1_fraction > 0,
             "thermal_mass_j_per_k": self.thermal_mass_j_per_k is None or self.thermal_mass_j_per_k > 0,
             "thermal_conductance_w_per_k": (
                 self.thermal_conductance_w_per_k is None or self.thermal_conductance_w_per_k > 0
             ),
+            "hysteresis": 0.0 <= self.hysteresis <= 2.0,
+            "hysteresis_gamma": self.hysteresis_gamma is None or self.hysteresis_gamma >= 0,
+            "cell_leak_a": len(self.cell_leak_a) in (0, self.cells) and all(x >= 0 for x in self.cell_leak_a),
         }
         for name, ok in checks.items():
             if not ok:
@@ -86,7 +104,10 @@ class SimPack:
     """A series string of cells with per-cell capacity, SOC, R0 and temperature.
 
     One RC branch per cell with the same τ, so its state is one filtered current i_rc and V1 = R1·i_rc
-    (R1 = r1_fraction·R0). step() only advances scalars; the per-cell arrays (SOC, temperature, R0) are
+    (R1 = r1_fraction·R0). With ``hysteresis`` > 0 each cell also has a hysteresis state h ∈ [−1, 1]
+    (Plett's model, driven by the instantaneous current: dh = (sgn I − h)·γ·|I|·dt / (3600·Q)) adding
+    hysteresis·M(z, T)·h to the OCV, M from the chemistry profile at the cell's temperature.
+    step() only advances scalars (and h when hysteresis is on); the per-cell arrays (SOC, temperature, R0) are
     committed every COMMIT_S of simulated time (and before set_balance/set_ambient), and reading() adds
     the not-yet-committed charge, so readings are exact and the trajectory depends only on the steps.
     """
@@ -99,17 +120,22 @@ class SimPack:
         n = c.cells
         rng = np.random.default_rng(c.seed)
         self._capacity = c.capacity_ah * (1.0 + c.capacity_spread * rng.uniform(-1.0, 1.0, n))
+        self._capacity *= c.capacity_scale * np.asarray(c.cell_capacity_scale or np.ones(n))
         self._capacity.flags.writeable = False
         self._soc = np.clip(c.initial_soc + c.soc_spread * rng.uniform(-1.0, 1.0, n), 0.0, 1.0)
         self._r0_25 = self.profile.r0_ohm_ah / self._capacity
         self._r0_25 *= 1.0 + c.resistance_spread * rng.uniform(-1.0, 1.0, n)
+        self._r0_25 *= c.resistance_scale * np.asarray(c.cell_resistance_scale or np.ones(n))
         self._self_discharge = (c.self_discharge_per_day / 86400.0) * (
             1.0 + SELF_DISCHARGE_SPREAD * rng.uniform(-1.0, 1.0, n)
         )
+        if c.cell_leak_a:
+            self._self_discharge += np.asarray(c.cell_leak_a, dtype=np.float64) / (self._capacity * 3600.0)
         self._soc_per_as = 1.0 / (self._capacity * 3600.0)
         self._drain = self._self_discharge.copy()  # SOC/s: self-discharge + balancing bleed
         self._balance_mask = 0
         self._bleed_a = 0.0
+        self._cell_a = np.zeros(n)  # extra current into each cell (active balancing), A
         self._temp = np.full(n, c.ambient_c)
         self._ambient = c.ambient_c
         self._g = c.thermal_conductance_w_per_k or 0.0  # never None after SimPackConfig.__post_init__
@@ -145,6 +171,11 @@ class SimPack:
         self._r0 = self._r0_25
         self._sensor_t = self._temp
         self._update_temperature_derived()
+        self._hyst = np.zeros(n)
+        gamma = p.hyst_gamma if c.hysteresis_gamma is None else c.hysteresis_gamma
+        self._hyst_rate = gamma / (3600.0 * self._capacity)  # per A·s
+        self._hyst_rows = c.hysteresis * np.asarray(p.hyst_by_temp, dtype=np.float64)
+        self._hyst_temps = np.asarray(p.ocv_temps_c, dtype=np.float64)
 
     def step(self, dt: float, current: float) -> None:
         """Advance dt seconds with `current` (A, > 0 charging) through every cell, held constant over dt."""
@@ -159,6 +190,12 @@ class SimPack:
         self._pending_s += dt
         self._pending_as += current * dt
         self._pending_heat += (current * current + self._r1_fraction * i_rc * i_rc) * dt
+        if current != 0.0 and self.config.hysteresis > 0.0:
+            target = 1.0 if current > 0.0 else -1.0
+            h = self._hyst
+            h -= target
+            h *= np.exp(-self._hyst_rate * abs(current) * dt)
+            h += target
         if self._pending_s >= COMMIT_S - 1e-9:  # ten 0.1 s steps sum to 0.9999…
             self._commit()
 
@@ -167,6 +204,8 @@ class SimPack:
         soc = self._soc_state()
         v = np.interp(soc, self._soc_x, self._ocv_y)
         v += self._r0 * (self._current + self._r1_fraction * self._i_rc)
+        if self.config.hysteresis > 0.0:
+            v += self._hysteresis_v(soc)
         np.minimum(v, self._v_hi, out=v)
         np.maximum(v, self._v_lo, out=v)
         v.flags.writeable = False
@@ -194,8 +233,20 @@ class SimPack:
         self._commit()
         self._balance_mask = mask
         self._bleed_a = bleed_current_a
-        bits = (mask >> np.arange(n)) & 1
-        self._drain = self._self_discharge + bits * bleed_current_a * self._soc_per_as
+        self._update_drain()
+
+    def set_cell_currents(self, extra_a: F64) -> None:
+        """Add `extra_a[i]` amperes into cell i on top of the string current (an active balancer)."""
+        extra = np.asarray(extra_a, dtype=np.float64)
+        if extra.shape != (self.config.cells,) or not np.isfinite(extra).all():
+            raise ValueError(f"expected {self.config.cells} finite currents")
+        self._commit()
+        self._cell_a = extra.copy()
+        self._update_drain()
+
+    def _update_drain(self) -> None:
+        bits = (self._balance_mask >> np.arange(self.config.cells)) & 1
+        self._drain = self._self_discharge + (bits * self._bleed_a - self._cell_a) * self._soc_per_as
 
     def set_ambient(self, celsius: float) -> None:
         """Change the ambient temperature the cells relax toward."""
@@ -232,6 +283,22 @@ class SimPack:
     def temperature_true(self) -> F64:
         """True temperature per cell as of the last commit (at most COMMIT_S old), °C (a copy)."""
         return self._temp.copy()
+
+    @property
+    def hysteresis_true(self) -> F64:
+        """True hysteresis state per cell, −1..1 (a copy; zeros without hysteresis)."""
+        return self._hyst.copy()
+
+    def _hysteresis_v(self, soc: F64) -> F64:
+        """M(z, T)·h per cell: the profile's half-gap rows, blended linearly over the cell temperature."""
+        grid = self.profile.soc_points
+        temps = self._hyst_temps
+        z = np.clip(soc, 0.0, 1.0)
+        m = np.zeros_like(z)
+        for k, row in enumerate(self._hyst_rows):
+            w = np.interp(self._temp, temps, np.eye(len(temps))[k]) if len(temps) > 1 else 1.0
+            m += w * np.interp(z, grid, row)
+        return m * self._hyst
 
     def _soc_state(self) -> F64:
         """SOC state including uncommitted charge (self-discharge/bleed of < COMMIT_S left out)."""
