@@ -82,10 +82,15 @@ async def kill_rounds(tmp: Path, rounds: int, seed: int = 1) -> CrashReport:
             model.cell_v = [KILL_V] * 16
             for k in range(rounds):
                 proc = await _start(cfg)
-                await asyncio.sleep(rng.uniform(0.05, 2.5))
+                log = ""
+                if k % 2 == 0:  # even rounds: kill while it runs (saves happen every second) …
+                    log = await _read_until(proc, "gateway running", 30.0)
+                    await asyncio.sleep(rng.uniform(0.0, 2.0))
+                else:  # … odd rounds: at any moment from the start, start-up included
+                    await asyncio.sleep(rng.uniform(0.05, 2.5))
                 proc.kill()
                 rep.kills += 1
-                log = await _collect(proc, 10.0)
+                log += await _collect(proc, 10.0)
                 rep.started_logs += "gateway running" in log or "estimator state restored" in log
                 rep.restored_logs += "estimator state restored" in log
                 if "starting from OCV" in log and "no saved" not in log:
@@ -112,6 +117,24 @@ async def _start(cfg: Path) -> asyncio.subprocess.Process:
         sys.executable, "-m", "bmsgw", "run", "--config", str(cfg), "--log-format", "json",
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, env=env,
     )  # fmt: skip
+
+
+async def _read_until(proc: asyncio.subprocess.Process, needle: str, within: float) -> str:
+    """Lines of `proc`'s output up to the first holding `needle` (or all there are within `within`)."""
+    assert proc.stdout is not None
+    seen: list[str] = []
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        try:
+            line = await asyncio.wait_for(proc.stdout.readline(), deadline - time.monotonic())
+        except TimeoutError:
+            break
+        if not line:
+            break
+        seen.append(line.decode(errors="replace"))
+        if needle in seen[-1]:
+            break
+    return "".join(seen)
 
 
 async def _collect(proc: asyncio.subprocess.Process, within: float) -> str:

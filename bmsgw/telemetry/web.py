@@ -73,7 +73,7 @@ SECRET_KEYS = ("web.token", "mqtt.password")
 
 
 def warn_if_token_readable(config: Path | None, origin: Mapping[str, Source]) -> bool:
-    """Warn (and return True) when a secret ([web] token, [mqtt] password) comes from a world-readable file."""
+    """Warn (and return True) when a secret ([web] token, [mqtt] password) is in a world-readable file."""
     held = [key for key in SECRET_KEYS if origin.get(key) is Source.FILE]
     if config is None or not held:
         return False
@@ -267,10 +267,14 @@ class WebService:
             return _json({"error": f"unknown action {action!r}; known: {', '.join(_CONTROL_ACTIONS)}"}, 404)
         _log.info("control request", action=action, peer=request.remote)
         ems = self.gateway.pipeline.ems
-        if action == "reset-alarms" or ems is None:
+        if ems is None:
             return _json({"error": _CONTROL_ACTIONS[action], "action": action}, 501)
         try:
             body = await request.json() if request.can_read_body else {}
+            if action == "reset-alarms":
+                pack = _reset_pack(body, len(self.gateway.settings.packs))
+                ems.request_reset(pack)
+                return _json({"action": action, "pack": pack, "applied": "at the next gateway step"})
             t = self.gateway.clock.now()
             command, timeout_s = _ems_command(action, body, ems.command(t))
         except ValueError as exc:  # json.JSONDecodeError is a ValueError
@@ -365,10 +369,7 @@ _SOURCE_COUNTERS = (
 
 _NO_EMS = "not available: the pipeline has no EMS command channel (needs [web] token or Modbus writes)"
 _CONTROL_ACTIONS = {
-    "reset-alarms": (
-        "not implemented: the core has no reset of latched alarms; alarms clear on their own once the "
-        "value is back inside its threshold minus the hysteresis"
-    ),
+    "reset-alarms": _NO_EMS,
     "charge-current-limit": _NO_EMS,
     "discharge-current-limit": _NO_EMS,
     "force-charge": _NO_EMS,
@@ -376,6 +377,16 @@ _CONTROL_ACTIONS = {
 DEFAULT_COMMAND_TIMEOUT_S = 300.0
 MAX_COMMAND_TIMEOUT_S = 86_400.0
 MAX_CURRENT_A = 10_000.0
+
+
+def _reset_pack(body: Any, n_packs: int) -> int | None:
+    """The pack whose latched faults `body` asks to clear ({"pack": i} or {} / null for every pack)."""
+    if not isinstance(body, dict):
+        raise ValueError("expected a JSON object")
+    pack = body.get("pack")
+    if pack is not None and (isinstance(pack, bool) or not isinstance(pack, int) or not 0 <= pack < n_packs):
+        raise ValueError(f"pack={pack!r}: expected a pack index 0..{n_packs - 1}, or null for every pack")
+    return pack
 
 
 def _ems_command(action: str, body: Any, current: Command) -> tuple[Command, float]:
