@@ -5,7 +5,7 @@ import os
 from setuptools import setup
 from setuptools.command.build_ext import build_ext
 
-TO_CYTHONIZE = ["bmsgw/core/_kernel.py"]
+TO_CYTHONIZE = ["bmsgw/core/_kernel.py", "bmsgw/core/_health.py"]
 
 
 class OptionalBuildExt(build_ext):

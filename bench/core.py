@@ -23,8 +23,14 @@ from types import ModuleType
 
 import numpy as np
 
-from bmsgw.core import IS_COMPILED, Core, CoreParams, _kernel
-from bmsgw.core._devbuild import BuildUnavailableError, build_compiled_kernel, load_pure_kernel
+from bmsgw.core import IS_COMPILED, Core, CoreParams, _health, _kernel
+from bmsgw.core._devbuild import (
+    BuildUnavailableError,
+    build_compiled_health,
+    build_compiled_kernel,
+    load_pure_health,
+    load_pure_kernel,
+)
 from bmsgw.model import BmsFlags, Chemistry, PackSample
 
 # name, packs, cells per pack, new samples per step (None = all packs)
@@ -63,7 +69,7 @@ def _schedule(n_packs: int, cells: int, n_steps: int, new_per_step: int | None) 
 def _time_per_step(km: ModuleType, n_packs: int, cells: int, new: int | None, budget_s: float) -> float:
     params = CoreParams.defaults(Chemistry.LFP, (cells,) * n_packs, (SENSORS,) * n_packs, (280.0,) * n_packs)
     # calibrate the step count so one repeat takes about budget_s
-    core = Core(params, kernel_module=km)
+    core = Core(params, kernel_module=km, health_module=_HEALTH.get(km))
     probe = _schedule(n_packs, cells, 20, new)
     t0 = time.perf_counter()
     for k, s in enumerate(probe):
@@ -73,7 +79,7 @@ def _time_per_step(km: ModuleType, n_packs: int, cells: int, new: int | None, bu
     sched = _schedule(n_packs, cells, n_steps, new)
     best = float("inf")
     for _ in range(3):
-        core = Core(params, kernel_module=km)
+        core = Core(params, kernel_module=km, health_module=_HEALTH.get(km))
         core.step(0.0, sched[0])  # first step initialises SOC from OCV; not representative
         t0 = time.perf_counter()
         for k in range(1, n_steps):
@@ -82,12 +88,18 @@ def _time_per_step(km: ModuleType, n_packs: int, cells: int, new: int | None, bu
     return best
 
 
+_HEALTH: dict[ModuleType, ModuleType] = {}  # kernel variant → the health module of the same kind
+
+
 def _variants() -> tuple[ModuleType, ModuleType | None, str]:
     pure = load_pure_kernel()
+    _HEALTH[pure] = load_pure_health()
     if IS_COMPILED:
+        _HEALTH[_kernel] = _health
         return pure, _kernel, f"installed ({_kernel.__file__})"
     try:
         compiled = build_compiled_kernel()
+        _HEALTH[compiled] = build_compiled_health()
     except BuildUnavailableError as exc:
         return pure, None, f"unavailable: {exc}"
     return pure, compiled, f"built from the same sources ({compiled.__file__})"

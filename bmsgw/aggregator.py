@@ -107,8 +107,8 @@ class Aggregator:
         if not (p.cell_v_min <= vmin and vmax <= p.cell_v_max):  # also catches NaN
             bad = int(np.argmin(s.cell_v)) if not p.cell_v_min <= vmin else int(np.argmax(s.cell_v))
             return f"cell {bad + 1} voltage {s.cell_v[bad]:.3f} V outside {p.cell_v_min}..{p.cell_v_max} V"
-        tmin = float(np.min(s.cell_t))
-        tmax = float(np.max(s.cell_t))
+        tmin = float(np.min(s.cell_t, initial=p.temp_min_c))  # a pack may have no sensors
+        tmax = float(np.max(s.cell_t, initial=p.temp_max_c))
         if not (p.temp_min_c <= tmin and tmax <= p.temp_max_c):
             return f"temperature {tmin if not p.temp_min_c <= tmin else tmax:.1f} °C outside physical range"
         if not (math.isfinite(s.current) and abs(s.current) <= p.current_max_a):

@@ -8,12 +8,15 @@ from typing import Any
 
 from bmsgw.clock import Clock, MonotonicClock
 from bmsgw.config import Settings
+from bmsgw.energy_management import EnergySaved
 from bmsgw.log import get_logger
 from bmsgw.model import GatewayState, PackSample
 from bmsgw.outputs import OUTPUTS, Output, TakesCommands
 from bmsgw.pipeline import Pipeline
 from bmsgw.sources import SOURCES, Source, group_packs
 from bmsgw.telemetry import Service, build_services
+from bmsgw.telemetry.energy import EnergyCounters
+from bmsgw.telemetry.history_buffer import HistoryBackend
 
 __all__ = ["Gateway"]
 
@@ -31,11 +34,21 @@ class Gateway:
         frame_timestamps: bool = False,
         initial_soc: Sequence[float] | None = None,
         initial_cell_soc: Sequence[Sequence[float]] | None = None,
+        energy_state: EnergySaved | None = None,
     ) -> None:
-        """`initial_soc`/`initial_cell_soc`: the core's starting SOC (restored state); None = from OCV."""
+        """`initial_soc`/`initial_cell_soc`: the core's starting SOC (restored state); None = from OCV.
+
+        `energy_state`: restored energy management (learned load profile, full-charge timer).
+        """
         self.settings = settings
         self.clock: Clock = clock or MonotonicClock()
-        self.pipeline = Pipeline(settings, initial_soc, initial_cell_soc=initial_cell_soc)
+        self.pipeline = Pipeline(
+            settings,
+            initial_soc,
+            initial_cell_soc=initial_cell_soc,
+            wall=self.clock.wall,
+            energy=energy_state,
+        )
         self.sources: list[Source] = [
             SOURCES[kind](settings, packs, self.clock, self.on_sample, self.state, frame_timestamps)
             for (kind, _), packs in group_packs(settings).items()
@@ -46,8 +59,11 @@ class Gateway:
         for out in self.outputs:  # EMS commands written to an output tighten the limits of every output
             if isinstance(out, TakesCommands) and self.pipeline.ems is not None:
                 out.ems = self.pipeline.ems
-        self._listeners: list[Callable[[GatewayState], None]] = []
+        # The one set of energy totals (MQTT, /metrics, history read it; the history service restores it).
+        self.energy = EnergyCounters(len(settings.packs), settings.gateway.stale_after_s)
+        self._listeners: list[Callable[[GatewayState], None]] = [self.energy.see]
         self.tasks: list[asyncio.Task[None]] = []  # sources, outputs and the ticker while run() runs
+        self.history: HistoryBackend | None = None  # set by the history service when [history] is enabled
         self.services: list[Service] = build_services(self)
 
     def state(self) -> GatewayState:

@@ -1,4 +1,4 @@
-"""Command line: run, simulate, replay, estimate, config check/show, --version."""
+"""Command line: run, simulate, replay, estimate, history export, report, config check/show, --version."""
 
 from __future__ import annotations
 
@@ -146,6 +146,37 @@ def _parser() -> argparse.ArgumentParser:
     est.add_argument("-o", "--output", type=Path, metavar="OUT.csv", help="write here (default: stdout)")
     est.set_defaults(func=_cmd_estimate)
 
+    hist = sub.add_parser("history", help="read the history database ([history] in the configuration)")
+    hsub = hist.add_subparsers(title="history commands", metavar="ACTION")
+    exp = hsub.add_parser("export", help="export rows between two times as CSV or JSON (docs/history.md)")
+    common(exp)
+    exp.add_argument("--db", type=Path, metavar="FILE", help="the database (default: from the configuration)")
+    exp.add_argument(
+        "--from", dest="start", metavar="TIME", help="ISO-8601, -24h, now or epoch seconds (default: oldest)"
+    )
+    exp.add_argument("--to", dest="end", metavar="TIME", help="same forms as --from (default: newest)")
+    exp.add_argument("--format", choices=("csv", "json"), default="csv", help="output format (default csv)")
+    exp.add_argument(
+        "--table", choices=(*_history_tables(), "all"), default="system_series",
+        help="table to export (default system_series; all: every table, JSON only)",
+    )  # fmt: skip
+    exp.add_argument("-o", "--output", type=Path, metavar="FILE", help="write here (default: stdout)")
+    exp.set_defaults(func=_cmd_history_export)
+    hist.set_defaults(func=lambda _: _usage(hist))
+
+    rpt = sub.add_parser("report", help="maintenance or battery-passport report (docs/reports.md)")
+    rsub = rpt.add_subparsers(title="reports", metavar="REPORT")
+    for name, help_ in (
+        ("maintenance", "weak cells, imbalance growth, remaining useful life, recommended actions"),
+        ("passport", "EU battery-passport-style record (JSON with --json)"),
+    ):
+        r = rsub.add_parser(name, help=help_)
+        common(r)
+        r.add_argument("--db", type=Path, metavar="FILE", help="the database (default: from configuration)")
+        r.add_argument("--json", action="store_true", help="print JSON instead of text")
+        r.set_defaults(func=_cmd_report, report=name)
+    rpt.set_defaults(func=lambda _: _usage(rpt))
+
     cfg = sub.add_parser("config", help="check or show configuration")
     csub = cfg.add_subparsers(title="config commands", metavar="ACTION")
     chk = csub.add_parser("check", help="validate a configuration file (exit 2 on errors)")
@@ -246,7 +277,8 @@ async def _simulate(settings: Settings, args: argparse.Namespace) -> str:
     from bmsgw.sources.can import CanPackSource
     from bmsgw.sources.simulator import SimulatedPacks
 
-    clock = SteppedClock(args.speed)
+    # Wall-clock time (schedules, load profile) starts today at --start-hour, like the solar profile.
+    clock = SteppedClock(args.speed, epoch=_today_at(args.start_hour, settings.energy.timezone))
     gateway = Gateway(settings, clock, frame_timestamps=True)
     consumed = next((s for s in gateway.sources if isinstance(s, CanPackSource)), None)
     sim = SimulatedPacks(
@@ -272,6 +304,16 @@ async def _simulate(settings: Settings, args: argparse.Namespace) -> str:
     summary.samples = gateway.pipeline.samples
     summary.frames_out = sum(o.sent for o in gateway.outputs)
     return "simulation summary\n" + sim.describe() + "\n" + summary.render()
+
+
+def _today_at(hour: float, zone: str) -> float:
+    """Epoch seconds of today's local midnight in `zone` ("local": the system's) plus `hour` hours."""
+    from datetime import datetime
+
+    from bmsgw.energy_config import time_zone
+
+    now = datetime.now(time_zone(zone)).astimezone(time_zone(zone))
+    return now.replace(hour=0, minute=0, second=0, microsecond=0).timestamp() + hour * 3600.0
 
 
 class _StatusPrinter:
@@ -400,6 +442,33 @@ def _cmd_estimate(args: argparse.Namespace) -> int:
     from bmsgw.estimate import run_cli
 
     return run_cli(args)
+
+
+def _history_tables() -> tuple[str, ...]:
+    from bmsgw.telemetry.history_db import TABLES
+
+    return tuple(TABLES)
+
+
+def _history_db(args: argparse.Namespace) -> tuple[Settings, Path]:
+    from bmsgw.telemetry.history_service import db_path
+
+    settings, _ = load_settings(args.config, _overrides(args))
+    return settings, args.db if args.db is not None else db_path(settings)
+
+
+def _cmd_history_export(args: argparse.Namespace) -> int:
+    from bmsgw.history_export import run_cli
+
+    _, db = _history_db(args)
+    return run_cli(db, args.start, args.end, args.format, args.table, args.output)
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from bmsgw.reports import run_cli
+
+    settings, db = _history_db(args)
+    return run_cli(args.report, settings, db, as_json=args.json)
 
 
 def _cmd_config_check(args: argparse.Namespace) -> int:

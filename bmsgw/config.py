@@ -20,12 +20,14 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, EnvSettingsSource, SettingsConfigDict
 
+from bmsgw.energy_config import EnergySection, ScheduleWindow
 from bmsgw.model import Chemistry
 
 __all__ = [
     "CanSection",
     "ConfigError",
     "GatewaySection",
+    "HistorySection",
     "LimitsSection",
     "MqttSection",
     "OutputConfig",
@@ -80,13 +82,15 @@ class PackConfig(_Section):
     id: str = Field(min_length=1, max_length=32)
     source: str = "can"
     cells: int = Field(16, ge=1, le=32)
-    sensors: int = Field(4, ge=1, le=12)
+    sensors: int = Field(4, ge=0, le=12)
     chemistry: Chemistry = Chemistry.LFP
     capacity_ah: float = Field(100.0, gt=0, le=10000)
     address: int = Field(0, ge=0, le=255)
     port: str | None = Field(None, min_length=1)
     baudrate: int | None = Field(None, ge=1200, le=921_600)
     poll_interval_s: float = Field(1.0, gt=0, le=60)
+    # serial kinds: "inverted" = this BMS reports the current with the opposite sign to its protocol
+    current_sign: Literal["normal", "inverted"] = "normal"
 
     @field_validator("source")
     @classmethod
@@ -110,6 +114,15 @@ class CanSection(_Section):
     interface: str = "socketcan"
     channel: str = "can0"
     bitrate: int = Field(500_000, ge=10_000, le=1_000_000)
+
+
+class MultipackSection(_Section):
+    """[multipack]: several packs as one battery: hot-add window and ramp, current-share measurement."""
+
+    hot_add_window_v: float = Field(1.0, gt=0, le=100)
+    hot_add_ramp_s: float = Field(30.0, ge=0, le=3600)
+    share_min_current_a: float = Field(5.0, gt=0, le=5000)
+    share_filter_s: float = Field(10.0, gt=0, le=3600)
 
 
 class LimitsSection(_Section):
@@ -141,6 +154,35 @@ class LimitsSection(_Section):
     full_voltage_margin_v: float = Field(0.05, ge=0, le=1)
     full_hold_s: float = Field(60.0, ge=0, le=3600)
     empty_voltage_cell_v: float | None = Field(None, gt=0, lt=6)  # None: cell_v_min_alarm
+    # protection tier 3, pack voltage (per cell), spread, derating, charge stages, thermal staging
+    # (bmsgw/core/core.py CoreParams; None = the chemistry's default; docs/configuration.md)
+    cell_v_max_fault: float | None = Field(None, gt=0, lt=6)
+    cell_v_min_fault: float | None = Field(None, gt=0, lt=6)
+    pack_v_max_warn: float | None = Field(None, gt=0, lt=6)
+    pack_v_max_alarm: float | None = Field(None, gt=0, lt=6)
+    pack_v_max_fault: float | None = Field(None, gt=0, lt=6)
+    pack_v_min_warn: float | None = Field(None, gt=0, lt=6)
+    pack_v_min_alarm: float | None = Field(None, gt=0, lt=6)
+    pack_v_min_fault: float | None = Field(None, gt=0, lt=6)
+    temp_fault_margin_c: float = Field(10.0, ge=0, le=50)
+    overcurrent_fault_factor: float = Field(2.0, gt=1, le=20)
+    overcurrent_fault_time_s: float = Field(0.2, ge=0, le=60)
+    imbalance_warn_v: float | None = Field(None, gt=0, lt=3)
+    imbalance_alarm_v: float | None = Field(None, gt=0, lt=3)
+    imbalance_fault_v: float | None = Field(None, gt=0, lt=3)
+    sensor_fault_time_s: float = Field(10.0, ge=0, le=3600)
+    soc_charge_derate_start: float = Field(0.90, ge=0, le=1)
+    soc_discharge_derate_start: float = Field(0.10, ge=0, le=1)
+    soc_derate_floor: float = Field(0.10, ge=0, le=1)
+    float_voltage_cell_v: float | None = Field(None, gt=0, lt=6)
+    absorption_time_max_s: float = Field(3600.0, ge=0, le=86400)
+    rebulk_soc: float = Field(0.85, ge=0, le=1)
+    rebulk_spread_v: float = Field(0.08, ge=0, le=3)
+    tr_rate_warn_c_s: float = Field(0.3, gt=0, le=10)
+    tr_rate_alarm_c_s: float = Field(0.6, gt=0, le=10)
+    tr_rate_confirm_c_s: float = Field(1.0, gt=0, le=10)
+    tr_confirm_s: float = Field(3.0, ge=0, le=60)
+    tr_delta_warn_c: float = Field(15.0, gt=0, le=100)
 
     @model_validator(mode="after")
     def _ordered(self) -> LimitsSection:
@@ -155,6 +197,17 @@ class LimitsSection(_Section):
             raise ValueError("charge_temp_min_c must be below charge_temp_max_c")
         if self.discharge_temp_min_c >= self.discharge_temp_max_c:
             raise ValueError("discharge_temp_min_c must be below discharge_temp_max_c")
+        if self.overcurrent_fault_factor <= self.overcurrent_factor:
+            raise ValueError(
+                f"overcurrent_fault_factor = {self.overcurrent_fault_factor:g} must be above "
+                f"overcurrent_factor = {self.overcurrent_factor:g}"
+            )
+        if self.soc_discharge_derate_start >= self.soc_charge_derate_start:
+            raise ValueError("soc_discharge_derate_start must be below soc_charge_derate_start")
+        if not self.tr_rate_warn_c_s < self.tr_rate_alarm_c_s < self.tr_rate_confirm_c_s:
+            raise ValueError(
+                "thermal rates must satisfy tr_rate_warn_c_s < tr_rate_alarm_c_s < tr_rate_confirm_c_s"
+            )
         return self
 
 
@@ -176,6 +229,10 @@ class OutputConfig(_Section):
     writes: bool = False
     allow: list[str] = Field(default_factory=list, max_length=64)
     control_timeout_s: float = Field(60.0, ge=1, le=3600)
+    # pylontech-hv-can interop knobs (inverters differ): current field offset, u16 byte order, id suffix
+    current_offset_a: float = Field(3000.0, ge=0, le=6553.5)
+    byte_order: Literal["little", "big"] = "little"
+    id_offset: int = Field(0, ge=0, le=15)
 
     @field_validator("protocol")
     @classmethod
@@ -282,6 +339,27 @@ class MqttSection(_Section):
         return self
 
 
+class HistorySection(_Section):
+    """[history]: the SQLite history database under gateway.state_dir (docs/history.md)."""
+
+    enabled: bool = False
+    path: Path = Path("history.db")  # relative paths are under gateway.state_dir
+    series_period_s: float = Field(60.0, ge=1, le=3600)
+    cells_period_s: float = Field(300.0, ge=10, le=86400)
+    health_period_s: float = Field(3600.0, ge=60, le=86400)
+    flush_period_s: float = Field(10.0, ge=0.5, le=600)
+    series_retention_days: float = Field(400.0, gt=0, le=36500)
+    cells_retention_days: float = Field(90.0, gt=0, le=36500)
+    events_retention_days: float = Field(3650.0, gt=0, le=36500)
+    max_size_mb: float = Field(1024.0, ge=1, le=1_000_000)
+
+    @model_validator(mode="after")
+    def _periods(self) -> HistorySection:
+        if self.cells_period_s < self.series_period_s:
+            raise ValueError("cells_period_s must be >= series_period_s")
+        return self
+
+
 def _default_packs() -> list[PackConfig]:
     return [PackConfig(id="pack1")]
 
@@ -297,9 +375,13 @@ class Settings(BaseSettings):
     packs: list[PackConfig] = Field(default_factory=_default_packs, min_length=1, max_length=16)
     can: CanSection = CanSection()
     limits: LimitsSection = LimitsSection()
+    multipack: MultipackSection = MultipackSection()
     outputs: list[OutputConfig] = Field(default_factory=list, max_length=8)
     web: WebSection = WebSection()
     mqtt: MqttSection = MqttSection()
+    energy: EnergySection = EnergySection()
+    schedule: list[ScheduleWindow] = Field(default_factory=list, max_length=32)
+    history: HistorySection = HistorySection()
 
     @model_validator(mode="after")
     def _consistent(self) -> Settings:
@@ -317,6 +399,17 @@ class Settings(BaseSettings):
         problems = check_packs(self.packs)  # per-kind rules (serial port, bus address) from the registry
         if problems:
             raise ValueError("; ".join(problems))
+        return self
+
+    @model_validator(mode="after")
+    def _core_thresholds(self) -> Settings:
+        """[limits] together with the chemistry's defaults must make a valid core (tiers nested, …)."""
+        from bmsgw.pipeline import core_params
+
+        try:
+            core_params(self)
+        except ValueError as exc:
+            raise ValueError(f"limits: {exc}") from None
         return self
 
     @model_validator(mode="after")

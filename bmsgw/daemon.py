@@ -20,10 +20,19 @@ from bmsgw import systemd
 from bmsgw.app import Gateway
 from bmsgw.clock import Clock, MonotonicClock
 from bmsgw.config import ConfigError, Settings, flatten, load_settings
+from bmsgw.energy_management import EnergyFileError, EnergySaved, EnergyStore
 from bmsgw.log import configure, get_logger
 from bmsgw.model import GatewayState
 from bmsgw.pipeline import Pipeline
-from bmsgw.state import EstimatorState, SocTracker, StateFileError, StateStore, capture, restore
+from bmsgw.state import (
+    EstimatorState,
+    SocTracker,
+    StateFileError,
+    StateStore,
+    capture,
+    restore,
+    restore_health,
+)
 
 __all__ = ["LOG_KEYS", "Daemon", "Liveness", "changed_keys", "run", "status_line"]
 
@@ -67,6 +76,7 @@ class Daemon:
         self.note = ""  # appended to STATUS, e.g. after a rejected reload
         self._commands: asyncio.Queue[str] = asyncio.Queue()
         self._seq = 0
+        self._energy = self._load_energy()  # energy management handed to the next gateway built
         self.gateway, self._tracker = self._build(settings, self._load())
 
     def reload(self) -> None:
@@ -116,12 +126,19 @@ class Daemon:
 
     def capture(self) -> EstimatorState:
         """The current estimator state."""
-        return capture(self.settings, self.gateway.state(), self._tracker.known, self.clock.stamp())
+        return capture(
+            self.settings,
+            self.gateway.state(),
+            self._tracker.known,
+            self.clock.stamp(),
+            self.gateway.pipeline.core.export_health(),
+        )
 
     def save(self) -> None:
         """Save the estimator state now (blocking)."""
         self._seq += 1
         self.store.save(self.capture(), self._seq)
+        self._write_energy(self._capture_energy())
 
     async def _serve(self) -> None:
         task = self._start()
@@ -195,6 +212,7 @@ class Daemon:
 
     def _restart(self, new: Settings) -> None:
         saved = self.capture()
+        self._energy = self._capture_energy()
         old, previous = self.settings, self.gateway
         try:
             self.gateway, self._tracker = self._build(new, saved)
@@ -232,7 +250,16 @@ class Daemon:
                 _log.warning("saved estimator state does not fit; starting from OCV", reason=str(exc))
             else:
                 _log.info("estimator state restored", soc=[round(x, 4) for x in soc])
-        gateway = Gateway(settings, self.clock, initial_soc=soc, initial_cell_soc=cells)
+        gateway = Gateway(
+            settings, self.clock, initial_soc=soc, initial_cell_soc=cells, energy_state=self._energy
+        )
+        for note in gateway.pipeline.management.notes:
+            _log.warning("saved energy state only partly used", reason=note)
+        if saved is not None:
+            try:
+                gateway.pipeline.core.restore_health(restore_health(settings, saved, self.clock.stamp()))
+            except ValueError as exc:
+                _log.warning("saved health state does not fit; health starts as new", reason=str(exc))
         tracker = SocTracker(len(settings.packs), restored=soc is not None)
         gateway.on_state(tracker.see)
         return gateway, tracker
@@ -245,6 +272,26 @@ class Daemon:
                 await asyncio.to_thread(self.store.save, self.capture(), self._seq)
             except OSError as exc:
                 _log.error("cannot save the estimator state", path=str(self.store.path), error=str(exc))
+            await asyncio.to_thread(self._write_energy, self._capture_energy())
+
+    def _capture_energy(self) -> EnergySaved:
+        """The energy-management state of the running gateway (load profile, full-charge timer)."""
+        return self.gateway.pipeline.management.capture(self.clock.wall(self.clock.now()))
+
+    def _write_energy(self, saved: EnergySaved) -> None:
+        """Save `saved` to <state_dir>/energy.json; an error is logged, never raised."""
+        store = EnergyStore(self.settings.gateway.state_dir)
+        try:
+            store.save(saved)
+        except OSError as exc:
+            _log.error("cannot save the energy state", path=str(store.path), error=str(exc))
+
+    def _load_energy(self) -> EnergySaved | None:
+        try:
+            return EnergyStore(self.settings.gateway.state_dir).load()
+        except EnergyFileError as exc:
+            _log.warning("ignoring the saved energy state; the load profile starts afresh", reason=str(exc))
+            return None
 
 
 class Liveness:

@@ -14,7 +14,7 @@ from typing import Final
 
 from bmsgw.model import Limit, Limits, Reason
 
-__all__ = ["RESERVE_TAPER", "Command", "EmsCommands", "tighten"]
+__all__ = ["RESERVE_TAPER", "Command", "EmsCommands", "cap", "reserve_factor", "tighten"]
 
 RESERVE_TAPER: Final = 0.02
 """DCL falls linearly from the core's value at reserve + this SOC fraction to 0 at the reserve."""
@@ -50,6 +50,16 @@ class EmsCommands:
     def __init__(self) -> None:
         self._command = Command()
         self._deadline = -math.inf
+        self._resets: list[int | None] = []
+
+    def request_reset(self, pack: int | None) -> None:
+        """Ask for the core's latched faults of `pack` (None: every pack) to be cleared at the next step."""
+        self._resets.append(pack)
+
+    def take_resets(self) -> list[int | None]:
+        """The reset requests since the last call (the Pipeline applies them to the core)."""
+        out, self._resets = self._resets, []
+        return out
 
     def write(self, command: Command, t: float, timeout_s: float) -> None:
         """Accept `command` at time t; it holds until t + timeout_s unless written again."""
@@ -77,20 +87,21 @@ def tighten(limits: Limits, cmd: Command, soc: float) -> Limits:
         return limits
     ccl, dcl = limits.ccl, limits.dcl
     if cmd.max_charge_a is not None:
-        ccl = _cap(ccl, cmd.max_charge_a)
+        ccl = cap(ccl, cmd.max_charge_a)
     if cmd.max_discharge_a is not None:
-        dcl = _cap(dcl, cmd.max_discharge_a)
+        dcl = cap(dcl, cmd.max_discharge_a)
     if cmd.reserve_soc is not None:
-        dcl = _cap(dcl, dcl.value * _reserve_factor(soc, cmd.reserve_soc))
+        dcl = cap(dcl, dcl.value * reserve_factor(soc, cmd.reserve_soc))
     if cmd.disconnect:
         return replace(
             limits,
-            ccl=_cap(ccl, 0.0),
-            dcl=_cap(dcl, 0.0),
+            ccl=cap(ccl, 0.0),
+            dcl=cap(dcl, 0.0),
             charge_enable=False,
             discharge_enable=False,
             force_charge_1=False,
             force_charge_2=False,
+            full_charge_request=False,
         )
     return replace(
         limits,
@@ -100,14 +111,14 @@ def tighten(limits: Limits, cmd: Command, soc: float) -> Limits:
     )
 
 
-def _cap(limit: Limit, cap: float) -> Limit:
-    """`limit` lowered to `cap` when that is strictly tighter (the binding reason becomes EMS)."""
-    cap = max(cap, 0.0)
-    return Limit(cap, Reason.EMS) if cap < limit.value else limit
+def cap(limit: Limit, value: float, reason: Reason = Reason.EMS) -> Limit:
+    """`limit` lowered to `value` when that is strictly tighter (the binding reason becomes `reason`)."""
+    value = max(value, 0.0)
+    return Limit(value, reason) if value < limit.value else limit
 
 
-def _reserve_factor(soc: float, reserve: float) -> float:
+def reserve_factor(soc: float, reserve: float, taper: float = RESERVE_TAPER) -> float:
     """1 above reserve + taper, 0 at/below the reserve (and when SOC is unknown), linear in between."""
     if not math.isfinite(soc) or soc <= reserve:
         return 0.0
-    return min(1.0, (soc - reserve) / RESERVE_TAPER)
+    return 1.0 if soc >= reserve + taper else (soc - reserve) / taper

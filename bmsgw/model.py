@@ -49,6 +49,19 @@ class BmsFlags(enum.IntFlag):
     ALARM_INTERNAL = 1 << 15
 
 
+@dataclass(frozen=True, slots=True)
+class BmsRequest:
+    """Limits a pack's own BMS sends (a battery speaking an inverter protocol): V and A >= 0, None = not
+    sent. They bind the gateway's limits (Reason.BMS_REQUEST): what goes out never exceeds them."""
+
+    cvl: float | None = None
+    ccl: float | None = None
+    dcl: float | None = None
+    dvl: float | None = None
+    charge_enable: bool = True
+    discharge_enable: bool = True
+
+
 @dataclass(frozen=True, slots=True, eq=False)
 class PackSample:
     """One complete reading of pack `pack` (index into the configured packs) taken at time t (s)."""
@@ -62,6 +75,7 @@ class PackSample:
     flags: BmsFlags = BmsFlags.NONE
     alive: int = 0
     soc_reported: float | None = None
+    request: BmsRequest | None = None  # the pack BMS's own limits, where its protocol carries them
 
 
 class Reason(enum.StrEnum):
@@ -86,6 +100,11 @@ class Reason(enum.StrEnum):
     RECOVERY = "recovery"
     PACK_VOLTAGE = "pack_voltage"
     EMS = "ems"  # an energy-management system command tightened it (bmsgw/ems.py)
+    RESERVE = "reserve"  # the backup reserve SOC taper ([energy] reserve_soc_pct, bmsgw/reserve.py)
+    SCHEDULE = "schedule"  # a time-of-use window ([[schedule]], bmsgw/schedule.py)
+    CELL_IMBALANCE = "cell_imbalance"  # cell-voltage spread (core protection)
+    SENSOR_FAULT = "sensor_fault"  # a reading the core cannot use (core protection)
+    THERMAL_RUNAWAY = "thermal_runaway"  # rising temperature staging (core protection)
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +113,14 @@ class Limit:
 
     value: float
     reason: Reason
+
+
+class ChargeStage(enum.StrEnum):
+    """Charge-voltage stage behind CVL (core): bulk and absorption at the charge voltage, then float."""
+
+    BULK = "bulk"
+    ABSORPTION = "absorption"
+    FLOAT = "float"
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +136,7 @@ class Limits:
     force_charge_1: bool = False
     force_charge_2: bool = False
     full_charge_request: bool = False
+    charge_stage: ChargeStage = ChargeStage.BULK
 
 
 class AlarmLevel(enum.IntEnum):
@@ -135,6 +163,9 @@ class AlarmCode(enum.StrEnum):
     PACK_UNDERVOLTAGE = "pack_undervoltage"
     CELL_IMBALANCE = "cell_imbalance"
     BMS_FAULT = "bms_fault"
+    PACK_ISOLATED = "pack_isolated"  # one pack taken out of a multi-pack system (bmsgw/multipack.py)
+    HISTORY_DEGRADED = "history_degraded"  # history database not writable (telemetry/history_service.py)
+    THERMAL_RUNAWAY = "thermal_runaway"  # dT/dt staging up to the GB 38031 confirmation (core protection)
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,6 +189,16 @@ class PackStatus(enum.StrEnum):
     FROZEN = "frozen"
 
 
+class PackService(enum.StrEnum):
+    """A pack's part in the virtual battery of several packs (bmsgw/multipack.py)."""
+
+    RUNNING = "running"  # in service
+    RAMPING = "ramping"  # in service, its share of the limits ramping in after a hot-add
+    JOINING = "joining"  # usable data, held out (contactor open) until its voltage matches the others
+    ISOLATED = "isolated"  # excluded: fault, lost link or implausible data; rejoins via JOINING
+    ABSENT = "absent"  # never seen
+
+
 class CellRef(NamedTuple):
     """Where an extreme value sits: pack index and cell (or sensor) index, both 0-based."""
 
@@ -171,7 +212,7 @@ class PackHealth:
 
     soh: float  # min(soh_capacity, soh_resistance), 0..1
     soh_capacity: float  # weakest cell's capacity / rated capacity
-    soh_resistance: float  # 1 at new R0, 0 at the end-of-life resistance factor
+    soh_resistance: float  # 1 at the baseline R0 (learnt over the first steps), 0 at twice it
     capacity_ah: float  # usable pack capacity (weakest cell)
     cell_capacity_ah: F64
     r0_ohm: float  # pack-mean cell R0 at 25 °C
@@ -179,7 +220,7 @@ class PackHealth:
     equivalent_full_cycles: float
     dod_histogram: tuple[int, ...]  # completed half-cycles per 10 %-depth bin (0–10 %, …, 90–100 %)
     calendar_days: float  # since the estimator state was first created
-    cell_self_discharge_pct_day: F64  # SOC drift per cell relative to the pack mean at rest, %/day
+    cell_self_discharge_pct_day: F64  # SOC loss per cell vs the pack mean at rest, %/day (> 0: leaks)
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,6 +246,13 @@ class PackView:
     balance_mask: int = 0
     contactor_open_request: bool = False
     health: PackHealth | None = None
+    service: PackService = PackService.RUNNING
+    share: float = float("nan")  # fraction of the system current assumed for this pack (0 out of service)
+
+    @property
+    def in_service(self) -> bool:
+        """Its data is used and it carries its share of the system limits."""
+        return self.status is PackStatus.ONLINE and self.service in (PackService.RUNNING, PackService.RAMPING)
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -230,6 +278,8 @@ class GatewayState:
     alarms: tuple[Alarm, ...] = field(default=())
     capacity_ah: float = 0.0
     forecast: Forecast | None = None
+    ccl_pack: int | None = None  # pack whose limit (over its current share) bound CCL; None: no pack did
+    dcl_pack: int | None = None
 
     @property
     def usable(self) -> bool:
@@ -238,8 +288,8 @@ class GatewayState:
 
     @property
     def modules_online(self) -> int:
-        """Number of packs in use."""
-        return sum(p.status is PackStatus.ONLINE for p in self.packs)
+        """Number of packs in use (held-out and isolated packs do not count)."""
+        return sum(p.in_service for p in self.packs)
 
     def alarm_level(self, code: AlarmCode) -> AlarmLevel | None:
         """Highest active level for `code`, or None."""

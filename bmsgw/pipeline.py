@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
 import numpy as np
 
 from bmsgw.aggregator import Aggregator, Plausibility
+from bmsgw.bms_request import bind_requests
 from bmsgw.config import Settings
 from bmsgw.core import Core, CoreOutput, CoreParams, PackOutput
 from bmsgw.core.chemistry import profile
 from bmsgw.ems import EmsCommands
+from bmsgw.energy_management import EnergyManager, EnergySaved
 from bmsgw.model import (
     Alarm,
     CellRef,
@@ -24,6 +26,7 @@ from bmsgw.model import (
     PackView,
     Reason,
 )
+from bmsgw.multipack import MultiPack, MultipackParams
 
 __all__ = ["Pipeline", "core_params"]
 
@@ -51,8 +54,14 @@ class Pipeline:
         initial_soc: Sequence[float] | None = None,
         *,
         initial_cell_soc: Sequence[Sequence[float]] | None = None,
+        wall: Callable[[float], float] | None = None,
+        energy: EnergySaved | None = None,
     ) -> None:
-        """`initial_soc`/`initial_cell_soc`: the core's starting SOC (see Core); None = from OCV."""
+        """`initial_soc`/`initial_cell_soc`: the core's starting SOC (see Core); None = from OCV.
+
+        `wall`: gateway time → epoch seconds (Clock.wall; None: no wall clock, schedules stay inactive);
+        `energy`: restored energy-management state (load profile, full-charge timer).
+        """
         self.settings = settings
         self.params = core_params(settings)
         prof = profile(settings.chemistry)
@@ -66,14 +75,22 @@ class Pipeline:
             settings.gateway.frozen_after,
         )
         self.core = Core(self.params, initial_soc, initial_cell_soc=initial_cell_soc)
+        # Several packs as one battery: current shares, hot-add, isolation (bmsgw/multipack.py).
+        self.multipack = MultiPack(len(self._ids), MultipackParams(**settings.multipack.model_dump()))
         # EMS commands (from outputs with `writes = true`, or the web API with a [web] token) tighten the
         # core's limits on every step.
         commanded = any(o.writes for o in settings.outputs) or settings.web.token is not None
         self.ems = EmsCommands() if commanded else None
+        # Schedule, reserve, request bits and runtime forecast tighten the core's limits before EMS commands.
+        self.wall = wall
+        self.management = EnergyManager(settings, energy)
         self._stats: list[_Extremes | None] = [None] * len(self._ids)
         self._views: list[tuple[PackStatus, PackSample | None, PackOutput | None, PackView] | None] = [
             None
         ] * len(self._ids)
+        # Alarms raised by services beside the pipeline (e.g. history database degraded), by key; they are
+        # merged into every state from the next step on and never change the limits.
+        self.service_alarms: dict[str, Alarm] = {}
         self.samples = 0
         self.steps = 0
         self.state = self._build(0.0, [None] * len(self._ids), self._statuses_never(), [], None)
@@ -90,7 +107,13 @@ class Pipeline:
         """Run the core at time t on the newest usable samples and publish the new state."""
         t = max(t, self.state.t)  # time never runs backwards, whatever the sources' timestamps do
         usable, statuses, sensor_alarms = self.aggregator.select(t)
+        self.multipack.update(t, usable, statuses, sensor_alarms)
+        self.multipack.apply(self.core)
+        if self.ems is not None:
+            for pack in self.ems.take_resets():  # latched-fault resets from the control path
+                self.core.reset_latched(pack if pack is None or pack < len(self._ids) else None)
         out = self.core.step(t, usable)
+        self.multipack.observe(out)
         self.steps += 1
         self.state = self._build(t, usable, statuses, sensor_alarms, out)
         return self.state
@@ -112,7 +135,14 @@ class Pipeline:
             po = out.packs[i] if out is not None else None
             prev = self._views[i]
             # Reuse the view when nothing about the pack changed (the core reuses its PackOutput too).
-            if prev is not None and prev[0] is statuses[i] and prev[1] is latest[i] and prev[2] is po:
+            role = self.multipack.roles[i]
+            if (
+                prev is not None
+                and prev[0] is statuses[i]
+                and prev[1] is latest[i]
+                and prev[2] is po
+                and (prev[3].service, prev[3].share) == (role.service, role.share)
+            ):
                 views.append(prev[3])
                 continue
             view = PackView(
@@ -124,7 +154,10 @@ class Pipeline:
                 soh=po.soh if po is not None else math.nan,
                 cell_soc=po.cell_soc if po is not None else None,
                 balance_mask=po.balance_mask if po is not None else 0,
-                contactor_open_request=po.contactor_open_request if po is not None else False,
+                contactor_open_request=role.contactor_open or (po is not None and po.contactor_open_request),
+                service=role.service,
+                share=role.share,
+                health=po.health if po is not None else None,
             )
             self._views[i] = (statuses[i], latest[i], po, view)
             views.append(view)
@@ -132,14 +165,31 @@ class Pipeline:
         # Measurements come from online packs; with none online, keep the last known voltage and
         # temperatures for display but report zero current (the limits carry the fail-safe).
         shown = online or [s for s in latest if s is not None]
+        # capacity of the packs in service (the online ones while none is)
+        cap = sum(self._capacity[s.pack] for s in online if self.multipack.in_service(s.pack)) or sum(
+            self._capacity[s.pack] for s in online
+        )
+        current = sum(s.current for s in online)
+        forecast = None
         if out is not None:
             limits, soc, soh = out.limits, out.soc, out.soh
+            serving = [s for s in online if self.multipack.in_service(s.pack)] or online
+            limits = bind_requests(limits, serving, [r.share for r in self.multipack.roles])
+            wall = self.wall(t) if self.wall is not None else None
+            limits, forecast = self.management.step(t, wall, limits, soc, current, cap, bool(online))
             if self.ems is not None:
                 limits = self.ems.apply(limits, t, soc)
-            alarms = tuple(sorted((*out.alarms, *sensor_alarms), key=lambda a: (a.since, a.code)))
+            alarms = tuple(
+                sorted(
+                    (
+                        *self.multipack.system_alarms((*out.alarms, *sensor_alarms)),
+                        *self.service_alarms.values(),
+                    ),
+                    key=lambda a: (a.since, a.code),
+                )
+            )
         else:
             limits, soc, soh, alarms = _no_data_limits(self.params), math.nan, math.nan, ()
-        cap = sum(self._capacity[s.pack] for s in online)
         if not shown:
             nowhere = CellRef(0, 0)
             return GatewayState(
@@ -147,20 +197,24 @@ class Pipeline:
                 temperature=math.nan, cell_v_min=math.nan, cell_v_max=math.nan,
                 cell_v_min_at=nowhere, cell_v_max_at=nowhere, cell_t_min=math.nan, cell_t_max=math.nan,
                 cell_t_min_at=nowhere, cell_t_max_at=nowhere, limits=limits, alarms=alarms, capacity_ah=cap,
+                forecast=forecast, ccl_pack=out.ccl_pack if out is not None else None,
+                dcl_pack=out.dcl_pack if out is not None else None,
             )  # fmt: skip
         stats = [x for s in shown if (x := self._stats[s.pack]) is not None]
+        bus = [s for s in online if self.multipack.in_service(s.pack)] or shown  # held-out packs: not the bus
         vmin = min(stats, key=lambda x: x.vmin)
         vmax = max(stats, key=lambda x: x.vmax)
-        tmin = min(stats, key=lambda x: x.tmin)
-        tmax = max(stats, key=lambda x: x.tmax)
+        tstats = [x for x in stats if x.tcount] or [_NO_TEMPS]  # packs without sensors do not count
+        tmin = min(tstats, key=lambda x: x.tmin)
+        tmax = max(tstats, key=lambda x: x.tmax)
         return GatewayState(
             t=t,
             packs=tuple(views),
             soc=soc,
             soh=soh,
-            voltage=sum(s.voltage for s in shown) / len(shown),
-            current=sum(s.current for s in online),
-            temperature=sum(x.tsum for x in stats) / sum(x.tcount for x in stats),
+            voltage=sum(s.voltage for s in bus) / len(bus),
+            current=current,
+            temperature=sum(x.tsum for x in tstats) / max(sum(x.tcount for x in tstats), 1),
             cell_v_min=vmin.vmin,
             cell_v_max=vmax.vmax,
             cell_v_min_at=vmin.vmin_at,
@@ -172,6 +226,9 @@ class Pipeline:
             limits=limits,
             alarms=alarms,
             capacity_ah=cap,
+            forecast=forecast,
+            ccl_pack=out.ccl_pack if out is not None else None,
+            dcl_pack=out.dcl_pack if out is not None else None,
         )
 
 
@@ -193,12 +250,20 @@ class _Extremes(NamedTuple):
     def of(cls, s: PackSample) -> _Extremes:
         v, temps = s.cell_v, s.cell_t
         iv, jv = int(np.argmin(v)), int(np.argmax(v))
+        if not temps.shape[0]:
+            return _NO_TEMPS._replace(vmin=float(v[iv]), vmin_at=CellRef(s.pack, iv), vmax=float(v[jv]),
+                                      vmax_at=CellRef(s.pack, jv))  # fmt: skip
         it, jt = int(np.argmin(temps)), int(np.argmax(temps))
         return cls(
             float(v[iv]), CellRef(s.pack, iv), float(v[jv]), CellRef(s.pack, jv),
             float(temps[it]), CellRef(s.pack, it), float(temps[jt]), CellRef(s.pack, jt),
             float(np.sum(temps)), temps.shape[0],
         )  # fmt: skip
+
+
+_AT = CellRef(0, 0)
+_NO_TEMPS = _Extremes(math.nan, _AT, math.nan, _AT, math.nan, _AT, math.nan, _AT, math.nan, 0)
+"""A pack without temperature sensors (NaN sum: the mean over no sensor at all is NaN)."""
 
 
 def _no_data_limits(p: CoreParams) -> Limits:

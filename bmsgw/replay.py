@@ -169,7 +169,8 @@ def replay(
     path: Path, settings: Settings, out: Path | None = None, *, realtime: bool = False
 ) -> ReplaySummary:
     """Feed the log through the pipeline at log time; write inverter frames to `out` (candump)."""
-    pipeline = Pipeline(settings)
+    # Log times are epoch seconds (candump, BLF); relative ones (ASC) read as "wall clock not set".
+    pipeline = Pipeline(settings, wall=float)
     decoder = PackFrameDecoder(settings)
     outputs = settings.outputs or [OutputConfig(protocol="pylontech-can", channel="inverter")]
     codecs = [(CAN_CODECS[o.protocol], CodecOptions(manufacturer=o.manufacturer), o) for o in outputs]

@@ -1,7 +1,10 @@
-"""Estimator state across restarts: the SOC of every cell, saved atomically as JSON in gateway.state_dir.
+"""Estimator state across restarts: the SOC of every cell and each pack's health filters (capacity, R0,
+self-discharge per cell, cycles, calendar time), saved atomically as JSON in gateway.state_dir.
 
-Restored only when the configuration still has the same chemistry, pack ids (in order) and cell counts,
-and every pack's SOC was known when it was saved; otherwise the core starts from OCV as without a file.
+SOC is restored only when the configuration still has the same chemistry, pack ids (in order) and cell
+counts, and every pack's SOC was known when it was saved; otherwise the core starts from OCV as without a
+file. Health is restored per pack under the same pack match; a file without it (older versions) restores
+health as new.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ import tempfile
 import threading
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -22,6 +25,7 @@ from bmsgw.model import GatewayState, PackStatus
 __all__ = [
     "FILE_NAME",
     "EstimatorState",
+    "PackHealthState",
     "PackSoc",
     "SocTracker",
     "StateFileError",
@@ -29,20 +33,43 @@ __all__ = [
     "atomic_write",
     "capture",
     "restore",
+    "restore_health",
 ]
 
 FILE_NAME = "estimator.json"
 VERSION = 1
 
 _Soc = Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False)]
+_Finite = Annotated[float, Field(allow_inf_nan=False)]
+_Cells = tuple[_Finite | None, ...]  # one value per cell; None = not estimated yet
 
 
 class StateFileError(Exception):
     """The state file exists but cannot be read or is not a valid estimator state."""
 
 
+class PackHealthState(BaseModel):
+    """One pack's health filters (Core.export_health): per cell capacity (Ah) and its variance, R0 at 25 °C
+    (Ω), its variance, step count and baseline, self-discharge rate (SOC fraction/day) and its variance."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    throughput_ah: float = Field(ge=0.0, allow_inf_nan=False)
+    calendar_days: float = Field(ge=0.0, allow_inf_nan=False)
+    dod_histogram: tuple[Annotated[int, Field(ge=0)], ...]
+    cap: _Cells
+    cap_var: _Cells
+    r0: _Cells
+    r0_var: _Cells
+    r0_n: _Cells
+    r0_base: _Cells
+    sd: _Cells
+    sd_var: _Cells
+
+
 class PackSoc(BaseModel):
-    """One pack's SOC and its cells' SOC; both None when it was never estimated."""
+    """One pack's SOC and its cells' SOC; both None when it was never estimated. `health` is None in files
+    written before health was persisted."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -50,6 +77,7 @@ class PackSoc(BaseModel):
     cells: int = Field(ge=1)
     soc: _Soc | None
     cell_soc: tuple[_Soc, ...] | None
+    health: PackHealthState | None = None
 
 
 class EstimatorState(BaseModel):
@@ -77,9 +105,14 @@ class SocTracker:
 
 
 def capture(
-    settings: Settings, state: GatewayState, known: Sequence[bool], saved_at: float
+    settings: Settings,
+    state: GatewayState,
+    known: Sequence[bool],
+    saved_at: float,
+    health: Sequence[dict[str, Any]] | None = None,
 ) -> EstimatorState:
-    """The estimator state in `state`; packs whose SOC is not known are stored as None."""
+    """The estimator state in `state` plus the core's `health` export; packs whose SOC is not known are
+    stored as None."""
     packs = []
     for view, cfg in zip(state.packs, settings.packs, strict=True):
         cells = view.cell_soc if known[view.pack] else None
@@ -89,19 +122,24 @@ def capture(
                 cells=cfg.cells,
                 soc=float(view.soc) if cells is not None else None,
                 cell_soc=tuple(float(x) for x in cells) if cells is not None else None,
+                health=PackHealthState.model_validate(health[view.pack]) if health is not None else None,
             )
         )
     return EstimatorState(saved_at=saved_at, chemistry=settings.chemistry.value, packs=tuple(packs))
 
 
-def restore(settings: Settings, saved: EstimatorState) -> tuple[list[float], list[list[float]]]:
-    """(initial_soc, initial_cell_soc) for the core; ValueError saying why when `saved` does not fit."""
+def _check_fits(settings: Settings, saved: EstimatorState) -> None:
     if saved.chemistry != settings.chemistry.value:
         raise ValueError(f"saved for chemistry {saved.chemistry}, configured {settings.chemistry.value}")
     have = [(p.id, p.cells) for p in saved.packs]
     want = [(p.id, p.cells) for p in settings.packs]
     if have != want:
         raise ValueError(f"saved packs (id, cells) {have}, configured {want}")
+
+
+def restore(settings: Settings, saved: EstimatorState) -> tuple[list[float], list[list[float]]]:
+    """(initial_soc, initial_cell_soc) for the core; ValueError saying why when `saved` does not fit."""
+    _check_fits(settings, saved)
     soc: list[float] = []
     cells: list[list[float]] = []
     for p in saved.packs:
@@ -110,6 +148,21 @@ def restore(settings: Settings, saved: EstimatorState) -> tuple[list[float], lis
         soc.append(p.soc)
         cells.append(list(p.cell_soc))
     return soc, cells
+
+
+def restore_health(settings: Settings, saved: EstimatorState, now: float) -> list[dict[str, Any] | None]:
+    """Per pack, the health to give Core.restore_health (None: start as new), calendar time advanced by the
+    time since the save (`now`, epoch s); ValueError saying why when `saved` does not fit."""
+    _check_fits(settings, saved)
+    out: list[dict[str, Any] | None] = []
+    for p in saved.packs:
+        if p.health is None:
+            out.append(None)
+            continue
+        d = p.health.model_dump()
+        d["calendar_days"] += max(0.0, now - saved.saved_at) / 86400.0
+        out.append(d)
+    return out
 
 
 class StateStore:

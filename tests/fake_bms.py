@@ -1,4 +1,5 @@
-"""Fake serial BMS (jk, jbd, daly) built from our own codecs run in reverse, answering over a real pty."""
+"""Fake serial BMS (jk, jbd, daly, daly-modbus, seplos, pylontech-rs485) built from our own codecs run
+in reverse, answering over a real pty."""
 
 from __future__ import annotations
 
@@ -11,10 +12,18 @@ from typing import Any
 
 from ptys import PtyPair
 
-from bmsgw.bms import daly, daly_modbus, jbd, jk
+from bmsgw.bms import daly, daly_modbus, jbd, jk, pylontech, seplos
 from bmsgw.bms.framing import BmsDecodeError, FrameBuffer, Framing
+from bmsgw.inverter import pylontech_rs485 as pr
 
-FRAMINGS = {"jk": jk.FRAMING, "jbd": jbd.FRAMING, "daly": daly.FRAMING, "daly-modbus": daly_modbus.FRAMING}
+FRAMINGS = {
+    "jk": jk.FRAMING,
+    "jbd": jbd.FRAMING,
+    "daly": daly.FRAMING,
+    "daly-modbus": daly_modbus.FRAMING,
+    "seplos": seplos.FRAMING,
+    "pylontech-rs485": pylontech.FRAMING,
+}
 # Requests: the same frames, except Modbus (a function-3 request is 8 bytes without a byte count).
 REQUEST_FRAMINGS = {**FRAMINGS, "daly-modbus": Framing(b"", 2, lambda h: 8 if h[1] == 3 else 0)}
 FIXTURES = Path(__file__).parent / "fixtures" / "bms"
@@ -23,7 +32,8 @@ FIXTURES = Path(__file__).parent / "fixtures" / "bms"
 @dataclass
 class BmsModel:
     """What the fake reports; tests change it while it runs. `alarm` is the vendor's raw alarm word
-    (JK 0x8B warnings, JBD protection bits, Daly 0x98 bytes as a little-endian int)."""
+    (JK 0x8B warnings, JBD protection bits, Daly 0x98 bytes and Seplos alarm events 1-8 as little-endian
+    ints, Pylontech 0x44 Status 1)."""
 
     cell_v: list[float] = field(default_factory=lambda: [3.30] * 16)
     temps: list[float] = field(default_factory=lambda: [25.0, 26.0])
@@ -35,6 +45,7 @@ class BmsModel:
     jk_protocol: int = 1  # JK 0xC0 protocol version (current coding)
     daly_address: int = 0x40  # host address the fake Daly answers to
     modbus_slave: int = 0xD2  # slave id of the fake Daly Modbus BMS
+    address: int = 0  # Seplos DIP address / Pylontech module address (0 = the kind's default)
     echo: bool = False  # the line echoes every request back (half-duplex RS485 adapter)
     silent: bool = False
     garbage: bytes = b""  # written before every answer
@@ -81,6 +92,10 @@ class BmsModel:
             )  # fmt: skip
             regs = daly_modbus.encode_registers(status)[start : start + count]
             return [daly_modbus.encode_response(regs, slave)]
+        if kind == "seplos":
+            return self._seplos(request)
+        if kind == "pylontech-rs485":
+            return self._pylontech(request)
         frame = daly.decode_frame(request)
         if frame.address != self.daly_address:
             return []
@@ -91,6 +106,46 @@ class BmsModel:
             balance=0, failures=self.alarm.to_bytes(8, "little"),
         )  # fmt: skip
         return daly.encode_answers(status, frame.command)
+
+    def _seplos(self, request: bytes) -> list[bytes]:
+        command, address = seplos.decode_request(request)
+        if address != self.address:
+            return []
+        if command == seplos.CMD_TELEMETRY:
+            t = seplos.SeplosTelemetry(
+                cell_v=tuple(self.cell_v), temps=(*self.temps, 24.0, 30.0), current=self.current,
+                voltage=self.voltage, residual_ah=self.soc, capacity_ah=100.0, soc=self.soc / 100,
+                rated_ah=100.0, cycles=7, soh=0.99, port_voltage=self.voltage,
+            )  # fmt: skip
+            return [seplos.encode_telemetry(t, address)]
+        a = seplos.SeplosAlarms(
+            cells=(0,) * len(self.cell_v), temps=(0,) * (len(self.temps) + 2), current=0, voltage=0,
+            events=tuple(self.alarm >> 8 * i & 0xFF for i in range(8)),
+            switches=self.discharge_fet | self.charge_fet << 1, system=1 if self.current < 0 else 2,
+        )  # fmt: skip
+        return [seplos.encode_alarms(a, address)]
+
+    def _pylontech(self, request: bytes) -> list[bytes]:
+        frame = pr.decode_frame(request)
+        address = self.address or 2
+        if frame.adr != address:
+            return []
+        if frame.cid2 == pr.Command.ANALOG:
+            temps = (sum(self.temps) / len(self.temps), *self.temps)  # BMS board first
+            values = pr.ModuleValues(
+                tuple(self.cell_v), temps, self.current, self.voltage, self.soc, 100.0, cycles=7
+            )
+            info = pr.encode_analog(pr.ModuleRecords(0, address, (values,)))
+        elif frame.cid2 == pr.Command.ALARM:
+            switches = pr.Status2(self.charge_fet << 1 | self.discharge_fet << 2)
+            alarms = pr.ModuleAlarms(
+                (0,) * len(self.cell_v), (0,) * (len(self.temps) + 1), 0, 0, 0,
+                pr.Status1(self.alarm & 0xFF), switches, pr.Status3(0), 0,
+            )  # fmt: skip
+            info = pr.encode_alarms(pr.ModuleRecords(0, address, (alarms,)))
+        else:
+            return [pr.encode_frame(pr.Rs485Frame(pr.VER, address, pr.CID1_BATTERY, pr.Rtn.CID2_INVALID))]
+        return [pr.encode_frame(pr.Rs485Frame(pr.VER, address, pr.CID1_BATTERY, pr.Rtn.NORMAL, info))]
 
 
 class FakeBms:
@@ -123,7 +178,7 @@ class FakeBms:
                 for model in self.models:
                     try:
                         answers = model.answers(self.kind, frame)
-                    except BmsDecodeError:
+                    except (BmsDecodeError, pr.Rs485Error):
                         self.bad_requests += 1
                         break
                     self.requests += 1
@@ -143,6 +198,16 @@ def load_frames(vendor: str) -> dict[str, bytes]:
         if line.strip() and not line.startswith("#"):
             label, _, hexed = line.partition("=")
             out[label.strip()] = bytes.fromhex(hexed.replace(":", " "))
+    return out
+
+
+def load_ascii_frames(vendor: str) -> dict[str, bytes]:
+    """Golden ASCII frames of tests/fixtures/bms/<vendor>.txt (`label = frame`, the CR re-added)."""
+    out = {}
+    for line in (FIXTURES / f"{vendor}.txt").read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            label, _, text = line.partition("=")
+            out[label.strip()] = text.strip().encode("ascii") + b"\r"
     return out
 
 

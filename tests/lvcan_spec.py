@@ -293,11 +293,14 @@ EXPECTED_PAIRS: dict[AlarmCode, frozenset[str]] = {
     AlarmCode.CELL_UNDERVOLTAGE: frozenset({"low_voltage"}),
     AlarmCode.PACK_UNDERVOLTAGE: frozenset({"low_voltage"}),
     AlarmCode.OVERTEMPERATURE: frozenset({"high_temperature"}),
+    AlarmCode.THERMAL_RUNAWAY: frozenset({"high_temperature"}),
     AlarmCode.UNDERTEMPERATURE: frozenset({"low_temperature"}),
     AlarmCode.CHARGE_UNDERTEMPERATURE: frozenset({"low_temperature_charge"}),
     AlarmCode.DISCHARGE_OVERCURRENT: frozenset({"high_current"}),
     AlarmCode.CHARGE_OVERCURRENT: frozenset({"high_charge_current"}),
     AlarmCode.CELL_IMBALANCE: frozenset({"cell_imbalance"}),
+    AlarmCode.PACK_ISOLATED: frozenset(),  # the rest keep running; the pack's own alarms say why
+    AlarmCode.HISTORY_DEGRADED: frozenset(),  # an operations warning: nothing for the inverter
 }
 MAPPED_PAIRS = frozenset().union(*EXPECTED_PAIRS.values())
 

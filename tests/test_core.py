@@ -81,12 +81,13 @@ def settled(**overrides: Any) -> Rig:
 # ------------------------------------------------------------------------------------------ protection
 
 # name, trip sample, hold sample (inside the limit but within hysteresis), clear sample, alarm code,
-# level, zeroed limits, reason, trip delay, parameter overrides
+# level, zeroed limits, reason, trip delay, parameter overrides. One cell out of line (a whole pack there
+# is a pack-voltage fault, tests/test_protection.py); overcurrent follows its time-current curve (ibid.).
 PROTECTION = [
-    ("cell_ov", {"v": 3.70}, {"v": 3.62}, {"v": 3.30}, AlarmCode.CELL_OVERVOLTAGE, AlarmLevel.ALARM,
-     ("ccl",), Reason.CELL_OVERVOLTAGE, 1.0, {}),
-    ("cell_uv", {"v": 2.45}, {"v": 2.53}, {"v": 3.30}, AlarmCode.CELL_UNDERVOLTAGE, AlarmLevel.ALARM,
-     ("dcl",), Reason.CELL_UNDERVOLTAGE, 1.0, {}),
+    ("cell_ov", {"v": [3.70, 3.45, 3.45, 3.45]}, {"v": [3.62, 3.45, 3.45, 3.45]}, {"v": 3.30},
+     AlarmCode.CELL_OVERVOLTAGE, AlarmLevel.ALARM, ("ccl",), Reason.CELL_OVERVOLTAGE, 1.0, {}),
+    ("cell_uv", {"v": [2.45, 2.8, 2.8, 2.8]}, {"v": [2.53, 2.8, 2.8, 2.8]}, {"v": 3.30},
+     AlarmCode.CELL_UNDERVOLTAGE, AlarmLevel.ALARM, ("dcl",), Reason.CELL_UNDERVOLTAGE, 1.0, {}),
     ("overtemp_charge", {"temp": 47.0, "i": 10.0}, {"temp": 43.0, "i": 10.0}, {"temp": 25.0},
      AlarmCode.OVERTEMPERATURE, AlarmLevel.ALARM, ("ccl",), Reason.OVERTEMPERATURE, 1.0, {}),
     ("overtemp_discharge", {"temp": 56.0, "i": -10.0}, {"temp": 53.0, "i": -10.0}, {"temp": 25.0},
@@ -96,9 +97,9 @@ PROTECTION = [
      {"charge_temp_min_c": -30.0}),  # keep the cold-charge lockout out of the way
     ("cold_charge", {"temp": -2.0}, {"temp": 2.0}, {"temp": 25.0}, AlarmCode.CHARGE_UNDERTEMPERATURE,
      AlarmLevel.ALARM, ("ccl",), Reason.COLD_CHARGE, 1.0, {}),
-    ("charge_oc", {"i": 65.0}, {"i": 55.0}, {"i": 0.0}, AlarmCode.CHARGE_OVERCURRENT, AlarmLevel.ALARM,
-     ("ccl",), Reason.OVERCURRENT, 2.0, {}),
-    ("discharge_oc", {"i": -125.0}, {"i": -110.0}, {"i": 0.0}, AlarmCode.DISCHARGE_OVERCURRENT,
+    ("charge_oc", {"i": 60.0}, {"i": 55.0}, {"i": 0.0}, AlarmCode.CHARGE_OVERCURRENT, AlarmLevel.ALARM,
+     ("ccl",), Reason.OVERCURRENT, 2.0, {}),  # 1.2 × rated: the curve's overcurrent_time_s point
+    ("discharge_oc", {"i": -120.0}, {"i": -110.0}, {"i": 0.0}, AlarmCode.DISCHARGE_OVERCURRENT,
      AlarmLevel.ALARM, ("dcl",), Reason.OVERCURRENT, 2.0, {}),
     ("bms_fault", {"flags": BmsFlags.BMS_FAULT}, None, {}, AlarmCode.BMS_FAULT, AlarmLevel.FAULT,
      ("ccl", "dcl"), Reason.FAULT, 1.0, {}),
@@ -180,26 +181,26 @@ def test_overtemperature_charge_side_needs_charging_current() -> None:
 
 def test_warning_levels_trip_and_clear_with_hysteresis() -> None:
     rig = settled()
-    out = rig.run(1.0, v=[3.58, 3.3, 3.3, 3.3])  # steps at +0 … +0.75 s
+    out = rig.run(1.0, v=[3.58, 3.45, 3.45, 3.45])  # steps at +0 … +0.75 s
     assert level_of(out, AlarmCode.CELL_OVERVOLTAGE) is None
-    out = rig.at(v=[3.58, 3.3, 3.3, 3.3])  # +1.0 s
+    out = rig.at(v=[3.58, 3.45, 3.45, 3.45])  # +1.0 s
     assert level_of(out, AlarmCode.CELL_OVERVOLTAGE) is AlarmLevel.WARNING
     assert out.limits.ccl.reason is Reason.CELL_VOLTAGE_HIGH  # a warning derates
     assert out.limits.ccl.value == pytest.approx(50.0 * (3.65 - 3.58) / 0.10)
-    out = rig.run(5.0, v=[3.52, 3.3, 3.3, 3.3])  # below warn, not by 50 mV
+    out = rig.run(5.0, v=[3.52, 3.45, 3.45, 3.45])  # below warn, not by 50 mV
     assert level_of(out, AlarmCode.CELL_OVERVOLTAGE) is AlarmLevel.WARNING
-    out = rig.run(1.25, v=[3.49, 3.3, 3.3, 3.3])
+    out = rig.run(1.25, v=[3.49, 3.45, 3.45, 3.45])
     assert level_of(out, AlarmCode.CELL_OVERVOLTAGE) is None
 
 
 def test_alarm_steps_down_to_warning_when_it_clears_above_warn() -> None:
-    rig = settled()
-    rig.run(2.0, v=3.70)
-    out = rig.run(2.0, v=3.58)  # below 3.65 − 0.05, still above the warn limit
+    rig = settled(soc_charge_derate_start=1.0)  # the high cell reads full: keep SOC derating out of the way
+    rig.run(2.0, v=[3.70, 3.45, 3.45, 3.45])
+    out = rig.run(2.0, v=[3.58, 3.45, 3.45, 3.45])  # below 3.65 − 0.05, still above the warn limit
     assert level_of(out, AlarmCode.CELL_OVERVOLTAGE) is AlarmLevel.WARNING
     assert out.limits.ccl.reason is Reason.RECOVERY  # rising from 0 towards the derated 35 A
     assert 0.0 < out.limits.ccl.value < 35.0
-    out = rig.run(60.0, v=3.58)
+    out = rig.run(60.0, v=[3.58, 3.45, 3.45, 3.45])
     assert out.limits.ccl.reason is Reason.CELL_VOLTAGE_HIGH
     assert out.limits.ccl.value == pytest.approx(35.0)
 
@@ -252,7 +253,7 @@ def test_sensorless_pack_skips_temperature_checks() -> None:
 @pytest.mark.parametrize(
     ("kw", "name", "value", "reason"),
     [
-        ({"v": [3.60, 3.3, 3.3, 3.3]}, "ccl", 25.0, Reason.CELL_VOLTAGE_HIGH),
+        ({"v": [3.60, 3.45, 3.45, 3.45]}, "ccl", 25.0, Reason.CELL_VOLTAGE_HIGH),
         ({"v": [2.70, 3.3, 3.3, 3.3]}, "dcl", 50.0, Reason.CELL_VOLTAGE_LOW),
         ({"temp": [42.5, 25.0]}, "ccl", 25.0, Reason.TEMPERATURE_HIGH),
         ({"temp": [2.5, 25.0]}, "ccl", 25.0, Reason.TEMPERATURE_LOW),
@@ -273,7 +274,7 @@ def test_trapezoid_derating_is_immediate_and_names_its_reason(
 
 def test_the_tightest_candidate_wins() -> None:
     rig = settled()
-    out = rig.at(v=[3.62, 3.3, 3.3, 3.3], temp=[42.5, 25.0])  # voltage → 15 A, temperature → 25 A
+    out = rig.at(v=[3.62, 3.45, 3.45, 3.45], temp=[42.5, 25.0])  # voltage → 15 A, temperature → 25 A
     assert out.limits.ccl.value == pytest.approx(15.0)
     assert out.limits.ccl.reason is Reason.CELL_VOLTAGE_HIGH
 
@@ -296,8 +297,8 @@ def test_limit_increase_is_rate_limited_over_recovery_ramp() -> None:
 
 def test_ramp_does_not_jump_across_sparse_steps() -> None:
     rig = settled()
-    rig.at(v=3.70)
-    rig.run(1.0, v=3.70)
+    rig.at(v=[3.70, 3.45, 3.45, 3.45])
+    rig.run(1.0, v=[3.70, 3.45, 3.45, 3.45])
     rig.run(1.25, v=3.30)  # alarm cleared, ramp starts
     t = rig.t + 3600.0  # an hour without steps
     out = rig.core.step(t, [sample(t)])
@@ -521,12 +522,13 @@ def test_pack_alarm_zeroes_the_system_direction() -> None:
     core = Core(p, initial_soc=[0.5, 0.5])
     for k in range(6):
         t = k * DT
-        out = core.step(t, [sample(t), sample(t, pack=1, v=3.70)])
+        out = core.step(t, [sample(t), sample(t, pack=1, v=[3.70, 3.40, 3.40, 3.40])])
     assert out.limits.ccl.value == 0.0
     assert out.limits.ccl.reason is Reason.CELL_OVERVOLTAGE
     assert out.limits.dcl.value == pytest.approx(200.0)
     assert [(a.code, a.level, a.pack) for a in out.alarms] == [
-        (AlarmCode.CELL_OVERVOLTAGE, AlarmLevel.ALARM, 1)
+        (AlarmCode.CELL_OVERVOLTAGE, AlarmLevel.ALARM, 1),
+        (AlarmCode.CELL_IMBALANCE, AlarmLevel.WARNING, 1),  # 0.30 V spread
     ]
 
 

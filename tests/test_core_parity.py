@@ -50,6 +50,7 @@ def _assert_same_output(a: CoreOutput, b: CoreOutput, where: str) -> None:
         assert la.reason is lb.reason, f"{where}: {name} reason {la.reason} vs {lb.reason}"
         assert _close(la.value, lb.value), f"{where}: {name} {la.value!r} vs {lb.value!r}"
     assert a.limits.charge_enable == b.limits.charge_enable, where
+    assert a.limits.charge_stage is b.limits.charge_stage, where
     assert a.limits.discharge_enable == b.limits.discharge_enable, where
     assert a.alarms == b.alarms, where
     for pa, pb in zip(a.packs, b.packs, strict=True):
@@ -179,6 +180,85 @@ def test_compiled_and_pure_agree_on_a_mixed_scenario(
     assert {"rest", "full", "empty"} <= anchors  # … and through every SOC anchor
 
 
+def _protection_scenario(seed: int, n_packs: int) -> Iterator[tuple[float, list[PackSample | None]]]:
+    """Every protection path: thermal ramps (derate, isolation, GB 38031 shutdown), the overcurrent curve and
+    its fault, pack-voltage and spread tiers, non-finite readings, charge stages (absorption, float,
+    re-bulk), with the same sample repeated and packs dropping out."""
+    rng = np.random.default_rng(seed)
+    last: list[PackSample | None] = [None] * n_packs
+    t = 0.0
+    temp_hot = 25.0
+    for k in range(2400):
+        dt = float(rng.choice([0.25, 0.25, 0.1, 0.5]))
+        t = round(t + dt, 6)
+        phase = (k // 200) % 12
+        if phase in (3, 4):
+            temp_hot += (1.6 if phase == 3 else 0.3) * dt
+        else:
+            temp_hot = 25.0
+        samples: list[PackSample | None] = []
+        for p in range(n_packs):
+            r = rng.random()
+            if r < 0.02:
+                samples.append(None)
+                continue
+            if r < 0.1 and last[p] is not None:
+                samples.append(last[p])
+                continue
+            v = 3.30 + rng.normal(0, 0.002, 8)
+            temp = 25.0 + rng.normal(0, 0.2, 3)
+            i = float(rng.normal(0, 2))
+            if phase == 1:  # absorption then tail current → float
+                v = 3.43 + rng.normal(0, 0.002, 8)
+                i = 20.0 if k % 200 < 60 else 1.0
+            elif phase == 2:  # imbalance in float → re-bulk
+                v[0] += 0.09 * (k % 200 > 100)
+            elif phase in (3, 4) and p == 0:  # a thermal runaway in pack 0, up to the confirmation
+                temp[1] = temp_hot
+            elif phase == 5:
+                i = float(rng.choice([55.0, 62.0, 75.0, 110.0, 0.0, -130.0, -260.0]))  # time-current curve
+            elif phase == 6:
+                v = np.full(8, 3.56 + 0.1 * (k % 200 > 100)) + rng.normal(0, 0.002, 8)  # pack tiers
+            elif phase == 7:
+                v = np.full(8, 2.86 - 0.2 * (k % 200 > 100)) + rng.normal(0, 0.002, 8)
+            elif phase == 8:
+                v[3] -= 0.2 + 0.5 * (k % 200 > 100)  # spread tiers
+            elif phase == 9 and (k % 7 == 0 or k % 200 > 80):
+                temp[0] = math.nan  # sensor fault
+            s = PackSample(p, t, v, temp, i, float(np.nansum(v)), BmsFlags.NONE)
+            last[p] = s
+            samples.append(s)
+        yield t, samples
+
+
+def test_compiled_and_pure_agree_on_the_protection_paths(kernels: tuple[ModuleType, ModuleType]) -> None:
+    pure, compiled = kernels
+    p = CoreParams.defaults(
+        Chemistry.LFP, (8, 8), (3, 3), (100.0, 100.0), full_hold_s=5.0, absorption_time_max_s=20.0
+    )
+    a = Core(p, [0.5, 0.95], kernel_module=pure)
+    b = Core(p, [0.5, 0.95], kernel_module=compiled)
+    seen: set[tuple[str, int]] = set()
+    for k, (t, samples) in enumerate(_protection_scenario(3, 2)):
+        oa = a.step(t, samples)
+        ob = b.step(t, samples)
+        _assert_same_output(oa, ob, f"step {k} t={t}")
+        seen.update((al.code.value, int(al.level)) for al in oa.alarms)
+        seen.add((oa.limits.charge_stage.value, 0))
+        if k % 300 == 299:  # resets, and latched faults carried over as after a restart
+            assert a.latched() == b.latched()
+            assert a.reset_latched() == b.reset_latched()
+            a.restore_latched([(0, "cell_ov_fault", t)])
+            b.restore_latched([(0, "cell_ov_fault", t)])
+        if k % 400 == 0:
+            _assert_same_state(a.debug_state(), b.debug_state())
+    _assert_same_state(a.debug_state(), b.debug_state())
+    for code in ("thermal_runaway", "charge_overcurrent", "discharge_overcurrent", "pack_overvoltage"):
+        assert (code, 3) in seen, code  # each reached its fault tier
+    assert {("cell_imbalance", 2), ("sensor_fault", 3), ("pack_undervoltage", 2)} <= seen
+    assert {("bulk", 0), ("absorption", 0), ("float", 0)} <= seen
+
+
 @settings(max_examples=30, deadline=None)
 @given(
     steps=st.lists(
@@ -239,3 +319,32 @@ def test_helper_functions_agree(kernels: tuple[ModuleType, ModuleType]) -> None:
         for lo, hi in ((0.0, 1.0), (2.5, 2.9), (1.0, 1.0)):
             assert pure.derate_high(float(x), lo, hi) == compiled.derate_high(float(x), lo, hi)
             assert pure.derate_low(float(x), lo, hi) == compiled.derate_low(float(x), lo, hi)
+
+
+@pytest.mark.parametrize("seed", [3, 17])
+def test_compiled_and_pure_agree_with_shares_and_admission(
+    kernels: tuple[ModuleType, ModuleType], seed: int
+) -> None:
+    """Multi-pack combination: unequal shares, packs held out (admit 0) and ramping in (0 < admit < 1)."""
+    pure, compiled = kernels
+    n_packs = 4
+    p = CoreParams.defaults(Chemistry.LFP, (8,) * n_packs, (2,) * n_packs, (100.0, 50.0, 100.0, 200.0))
+    a = Core(p, kernel_module=pure)
+    b = Core(p, kernel_module=compiled)
+    rng = np.random.default_rng(seed)
+    ramping = 0
+    for k, (t, samples) in enumerate(_scenario(seed, n_packs, 8, 2)):
+        if k % 40 == 0:
+            for i in range(n_packs):
+                share = float(rng.uniform(0.05, 1.0))
+                admit = float(rng.choice([0.0, 1.0, 1.0, rng.uniform(0.0, 1.0)]))
+                ramping += 0.0 < admit < 1.0
+                a.set_share(i, share, admit)
+                b.set_share(i, share, admit)
+        oa, ob = a.step(t, samples), b.step(t, samples)
+        _assert_same_output(oa, ob, f"step {k} t={t}")
+        assert (oa.ccl_pack, oa.dcl_pack) == (ob.ccl_pack, ob.dcl_pack), f"step {k}"
+        if k == 1500:
+            break
+    _assert_same_state(a.debug_state(), b.debug_state())
+    assert ramping > 5

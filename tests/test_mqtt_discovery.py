@@ -23,7 +23,7 @@ from bmsgw.telemetry.ha_discovery import Topics, discovery_payload, entities, sl
 
 # device_class -> allowed units (HA sensor docs); None: the class takes no unit.
 UNITS = {"battery": {"%"}, "voltage": {"V"}, "current": {"A"}, "power": {"W"}, "temperature": {"°C"},
-         "energy": {"kWh"}, "enum": {None}}  # fmt: skip
+         "energy": {"kWh"}, "enum": {None}, "duration": {"s", "min", "h", "d"}}  # fmt: skip
 ENV = jinja2.Environment(undefined=jinja2.StrictUndefined, autoescape=False)
 
 

@@ -31,10 +31,11 @@ def build_wheel(tmp_path: Path, **env: str) -> zipfile.ZipFile:
 @pytest.mark.parametrize("skip", [False, True], ids=["compiled", "SKIP_CYTHON"])
 def test_wheel_contents(tmp_path: Path, skip: bool) -> None:
     names = build_wheel(tmp_path, **({"SKIP_CYTHON": "1"} if skip else {"REQUIRE_CYTHON": "1"})).namelist()
-    so = [n for n in names if n.startswith("bmsgw/core/_kernel") and n.endswith(".so")]
-    assert bool(so) is not skip
-    assert "bmsgw/core/_kernel.py" in names  # the single source of truth ships either way
-    assert "bmsgw/core/_kernel.pxd" in names
+    for module in ("_kernel", "_health"):
+        so = [n for n in names if n.startswith(f"bmsgw/core/{module}") and n.endswith(".so")]
+        assert bool(so) is not skip, module
+        assert f"bmsgw/core/{module}.py" in names  # the single source of truth ships either way
+        assert f"bmsgw/core/{module}.pxd" in names
     assert "bmsgw/dbc/pack.dbc" in names
     assert "bmsgw/dbc/pylontech_lv.dbc" in names
     for asset in ("index.html", "app.js", "style.css"):  # the dashboard, shipped as package data

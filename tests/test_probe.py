@@ -13,7 +13,7 @@ from ptys import PtyPair, pty_pair
 
 from bmsgw import cli
 
-KINDS = ["jk", "jbd", "daly", "daly-modbus"]
+KINDS = ["jk", "jbd", "daly", "daly-modbus", "seplos", "pylontech-rs485"]
 
 
 @contextlib.asynccontextmanager

@@ -47,6 +47,7 @@ EXPECTED_BITS: dict[AlarmCode, tuple[tuple[int, int] | None, tuple[int, int] | N
     AlarmCode.CELL_UNDERVOLTAGE: (P_UV, A_LV),
     AlarmCode.PACK_UNDERVOLTAGE: (P_UV, A_LV),
     AlarmCode.OVERTEMPERATURE: (P_OT, A_HT),
+    AlarmCode.THERMAL_RUNAWAY: (P_OT, A_HT),
     AlarmCode.UNDERTEMPERATURE: (P_UT, A_LT),
     AlarmCode.CHARGE_UNDERTEMPERATURE: (P_UT, A_LT),
     AlarmCode.DISCHARGE_OVERCURRENT: (P_DOC, A_DHC),
@@ -55,6 +56,8 @@ EXPECTED_BITS: dict[AlarmCode, tuple[tuple[int, int] | None, tuple[int, int] | N
     AlarmCode.SENSOR_FAULT: (P_SYS, None),
     AlarmCode.COMM_LOST: (A_COMM, A_COMM),
     AlarmCode.CELL_IMBALANCE: (None, None),
+    AlarmCode.PACK_ISOLATED: (None, None),
+    AlarmCode.HISTORY_DEGRADED: (None, None),  # operations only: nothing for the inverter
 }
 
 

@@ -11,6 +11,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fake_bms import BmsModel, FakeBms, running
@@ -28,15 +29,16 @@ from bmsgw.transport.can_bus import AsyncCanBus
 SPEED = 10.0  # gateway time runs 10x wall time: a 1 s poll interval is 0.1 s wall
 MAX_CHARGE = 50.0
 MAX_DISCHARGE = 80.0
-KINDS = ["jk", "jbd", "daly", "daly-modbus"]
+KINDS = ["jk", "jbd", "daly", "daly-modbus", "seplos", "pylontech-rs485"]
 
 
 def serial_settings(
-    kind: str, ports: list[str], out_channel: str, addresses: tuple[int, ...] = ()
+    kind: str, ports: list[str], out_channel: str, addresses: tuple[int, ...] = (), **pack: Any
 ) -> Settings:
+    """One pack of `kind` per port (16 cells, 2 sensors unless `pack` says otherwise), Pylontech CAN out."""
     packs = [
         {"id": f"p{i + 1}", "source": kind, "port": port, "cells": 16, "sensors": 2, "chemistry": "lfp",
-         "capacity_ah": 100, "poll_interval_s": 1.0, "address": addresses[i] if addresses else 0}
+         "capacity_ah": 100, "poll_interval_s": 1.0, "address": addresses[i] if addresses else 0, **pack}
         for i, port in enumerate(ports)
     ]  # fmt: skip
     settings, _ = load_settings(

@@ -268,8 +268,10 @@ async def test_control_needs_the_token() -> None:
                 assert resp.status == 401, wrong
         ok = {"Authorization": f"Bearer {TOKEN}"}
         async with rig.http.post(url, headers=ok) as resp:
-            assert resp.status == 501  # accepted, but the core has no latched-alarm reset
-            assert "latched" in (await resp.json())["error"]
+            assert resp.status == 200  # queued: the core clears its latched faults at the next step
+            assert (await resp.json())["pack"] is None
+        async with rig.http.post(url, headers=ok, json={"pack": 99}) as resp:
+            assert resp.status == 400
         async with rig.http.post(rig.url + "/api/control/launch", headers=ok) as resp:
             assert resp.status == 404
         rig.gateway.pipeline.ems = None  # as if no EMS command channel existed

@@ -22,6 +22,8 @@ from types import ModuleType
 _HERE = Path(__file__).resolve().parent
 KERNEL_PY = _HERE / "_kernel.py"
 KERNEL_PXD = _HERE / "_kernel.pxd"
+HEALTH_PY = _HERE / "_health.py"
+HEALTH_PXD = _HERE / "_health.pxd"
 
 
 class BuildUnavailableError(RuntimeError):
@@ -46,18 +48,33 @@ def load_pure_kernel(name: str = "_bmsgw_kernel_pure") -> ModuleType:
     return _load(name, KERNEL_PY)
 
 
-def _digest() -> str:
+def load_pure_health(name: str = "_bmsgw_health_pure") -> ModuleType:
+    """The health module's ``.py`` executed as plain Python under module name `name`."""
+    return _load(name, HEALTH_PY)
+
+
+def build_compiled_health(cache_dir: Path | None = None, name: str = "_bmsgw_health_c") -> ModuleType:
+    """Like :func:`build_compiled_kernel`, for ``_health.py`` + ``_health.pxd``."""
+    return build_compiled_kernel(cache_dir, name, source=(HEALTH_PY, HEALTH_PXD))
+
+
+def _digest(source: tuple[Path, Path] = (KERNEL_PY, KERNEL_PXD)) -> str:
     h = hashlib.sha256()
-    for p in (KERNEL_PY, KERNEL_PXD):
+    for p in source:
         h.update(p.read_bytes())
     h.update(sys.version.encode())
     h.update(importlib.metadata.version("Cython").encode())
     return h.hexdigest()[:16]
 
 
-def build_compiled_kernel(cache_dir: Path | None = None, name: str = "_bmsgw_kernel_c") -> ModuleType:
-    """Cythonize + compile the kernel (its own ``# cython:`` directives) into a scratch directory and
-    import it as `name`. The build is cached per source hash under `cache_dir` (default: the temp dir).
+def build_compiled_kernel(
+    cache_dir: Path | None = None,
+    name: str = "_bmsgw_kernel_c",
+    source: tuple[Path, Path] = (KERNEL_PY, KERNEL_PXD),
+) -> ModuleType:
+    """Cythonize + compile the kernel (or the module `source` = its .py and .pxd; each with its own
+    ``# cython:`` directives) into a scratch directory and import it as `name`. The build is cached per
+    source hash under `cache_dir` (default: the temp dir).
 
     Raises :class:`BuildUnavailableError` when Cython or a C compiler is not available and
     :class:`KernelBuildError` when they are but the build fails.
@@ -68,14 +85,15 @@ def build_compiled_kernel(cache_dir: Path | None = None, name: str = "_bmsgw_ker
     if shutil.which(cc) is None:
         raise BuildUnavailableError(f"no C compiler ({cc}) on PATH")
 
-    root = (cache_dir or Path(tempfile.gettempdir())) / f"bmsgw-kernel-{_digest()}"
+    stem = source[0].stem.lstrip("_")
+    root = (cache_dir or Path(tempfile.gettempdir())) / f"bmsgw-{stem}-{_digest(source)}"
     suffix = sysconfig.get_config_var("EXT_SUFFIX") or ".so"
     target = root / f"{name}{suffix}"
     if not target.exists():
         root.mkdir(parents=True, exist_ok=True)
         work = Path(tempfile.mkdtemp(prefix="build-", dir=root))
-        shutil.copyfile(KERNEL_PY, work / f"{name}.py")
-        shutil.copyfile(KERNEL_PXD, work / f"{name}.pxd")
+        shutil.copyfile(source[0], work / f"{name}.py")
+        shutil.copyfile(source[1], work / f"{name}.pxd")
         cmd = [
             sys.executable,
             "-c",

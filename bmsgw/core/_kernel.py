@@ -51,6 +51,12 @@ REASONS: tuple[str, ...] = (
     "fault",
     "comm_lost",
     "recovery",
+    "pack_voltage",
+    "soc_full",
+    "soc_empty",
+    "cell_imbalance",
+    "sensor_fault",
+    "thermal_runaway",
 )
 R_CONFIG = 0
 R_CELL_VOLTAGE_HIGH = 1
@@ -66,6 +72,12 @@ R_OVERCURRENT = 10
 R_FAULT = 11
 R_COMM_LOST = 12
 R_RECOVERY = 13
+R_PACK_VOLTAGE = 14
+R_SOC_FULL = 15
+R_SOC_EMPTY = 16
+R_CELL_IMBALANCE = 17
+R_SENSOR_FAULT = 18
+R_THERMAL_RUNAWAY = 19
 
 # Alarm codes: index into ALARM_CODES (values of bmsgw.model.AlarmCode).
 ALARM_CODES: tuple[str, ...] = (
@@ -77,6 +89,11 @@ ALARM_CODES: tuple[str, ...] = (
     "charge_overcurrent",
     "discharge_overcurrent",
     "bms_fault",
+    "pack_overvoltage",
+    "pack_undervoltage",
+    "cell_imbalance",
+    "sensor_fault",
+    "thermal_runaway",
 )
 A_OV = 0
 A_UV = 1
@@ -86,6 +103,11 @@ A_CUT = 4
 A_OCC = 5
 A_ODC = 6
 A_BMS = 7
+A_POV = 8
+A_PUV = 9
+A_IMB = 10
+A_SEN = 11
+A_TR = 12
 
 # Levels (bmsgw.model.AlarmLevel).
 WARNING = 1
@@ -103,50 +125,163 @@ F_ALARM_DISCHARGE_OC = 1 << 13
 F_ALARM_SHORT_CIRCUIT = 1 << 14
 F_ALARM_INTERNAL = 1 << 15
 
-# Latches: one debounced Schmitt trigger per pack and row. Columns:
-# (alarm code, level, zeroes charge, zeroes discharge, limit reason, detail, BmsFlags bit or 0).
-# The order is the priority for the reason of a zeroed limit (the highest level wins, then the first row).
-LATCHES: tuple[tuple[int, int, int, int, int, str, int], ...] = (
-    (A_OV, WARNING, 0, 0, R_CELL_VOLTAGE_HIGH, "", 0),
-    (A_OV, ALARM, 1, 0, R_CELL_OVERVOLTAGE, "", 0),
-    (A_UV, WARNING, 0, 0, R_CELL_VOLTAGE_LOW, "", 0),
-    (A_UV, ALARM, 0, 1, R_CELL_UNDERVOLTAGE, "", 0),
-    (A_OT, WARNING, 0, 0, R_TEMPERATURE_HIGH, "charge", 0),
-    (A_OT, ALARM, 1, 0, R_OVERTEMPERATURE, "charge", 0),
-    (A_OT, WARNING, 0, 0, R_TEMPERATURE_HIGH, "discharge", 0),
-    (A_OT, ALARM, 1, 1, R_OVERTEMPERATURE, "discharge", 0),
-    (A_UT, WARNING, 0, 0, R_TEMPERATURE_LOW, "discharge", 0),
-    (A_UT, ALARM, 0, 1, R_UNDERTEMPERATURE, "discharge", 0),
-    (A_CUT, WARNING, 0, 0, R_TEMPERATURE_LOW, "charge", 0),
-    (A_CUT, ALARM, 1, 0, R_COLD_CHARGE, "charge", 0),
-    (A_OCC, ALARM, 1, 0, R_OVERCURRENT, "", 0),
-    (A_ODC, ALARM, 0, 1, R_OVERCURRENT, "", 0),
-    (A_OV, ALARM, 1, 0, R_CELL_OVERVOLTAGE, "reported by BMS", F_ALARM_CELL_OV),
-    (A_UV, ALARM, 0, 1, R_CELL_UNDERVOLTAGE, "reported by BMS", F_ALARM_CELL_UV),
-    (A_OT, ALARM, 1, 1, R_OVERTEMPERATURE, "reported by BMS", F_ALARM_OVERTEMP),
-    (A_UT, ALARM, 1, 1, R_UNDERTEMPERATURE, "reported by BMS", F_ALARM_UNDERTEMP),
-    (A_OCC, ALARM, 1, 0, R_OVERCURRENT, "reported by BMS", F_ALARM_CHARGE_OC),
-    (A_ODC, ALARM, 0, 1, R_OVERCURRENT, "reported by BMS", F_ALARM_DISCHARGE_OC),
-    (A_ODC, ALARM, 1, 1, R_OVERCURRENT, "short circuit, reported by BMS", F_ALARM_SHORT_CIRCUIT),
-    (A_BMS, ALARM, 1, 1, R_FAULT, "internal alarm, reported by BMS", F_ALARM_INTERNAL),
-    (A_BMS, FAULT, 1, 1, R_FAULT, "reported by BMS", F_BMS_FAULT),
+# Latches: one debounced Schmitt trigger per pack and row. Columns: (alarm code, level, zeroes charge,
+# zeroes discharge, limit reason, detail, BmsFlags bit or 0, latched). Three tiers per quantity: WARNING
+# (the trapezoids derate), ALARM (that direction's limit to 0), FAULT (both to 0 and the pack's contactor-open
+# request). Latched rows stay on until reset_latched, whatever the value does. The order is the priority for
+# the reason of a zeroed limit (the highest level wins, then the first row). Rows L_OTC_WARN … L_TR_CONFIRMED
+# need temperature sensors.
+LATCHES: tuple[tuple[int, int, int, int, int, str, int, int], ...] = (
+    (A_OV, WARNING, 0, 0, R_CELL_VOLTAGE_HIGH, "", 0, 0),
+    (A_OV, ALARM, 1, 0, R_CELL_OVERVOLTAGE, "", 0, 0),
+    (A_OV, FAULT, 1, 1, R_CELL_OVERVOLTAGE, "latched", 0, 1),
+    (A_UV, WARNING, 0, 0, R_CELL_VOLTAGE_LOW, "", 0, 0),
+    (A_UV, ALARM, 0, 1, R_CELL_UNDERVOLTAGE, "", 0, 0),
+    (A_UV, FAULT, 1, 1, R_CELL_UNDERVOLTAGE, "deep discharge, latched", 0, 1),
+    (A_POV, WARNING, 0, 0, R_PACK_VOLTAGE, "", 0, 0),
+    (A_POV, ALARM, 1, 0, R_PACK_VOLTAGE, "", 0, 0),
+    (A_POV, FAULT, 1, 1, R_PACK_VOLTAGE, "latched", 0, 1),
+    (A_PUV, WARNING, 0, 0, R_PACK_VOLTAGE, "", 0, 0),
+    (A_PUV, ALARM, 0, 1, R_PACK_VOLTAGE, "", 0, 0),
+    (A_PUV, FAULT, 1, 1, R_PACK_VOLTAGE, "latched", 0, 1),
+    (A_OT, WARNING, 0, 0, R_TEMPERATURE_HIGH, "charge", 0, 0),
+    (A_OT, ALARM, 1, 0, R_OVERTEMPERATURE, "charge", 0, 0),
+    (A_OT, FAULT, 1, 1, R_OVERTEMPERATURE, "charge, latched", 0, 1),
+    (A_OT, WARNING, 0, 0, R_TEMPERATURE_HIGH, "discharge", 0, 0),
+    (A_OT, ALARM, 1, 1, R_OVERTEMPERATURE, "discharge", 0, 0),
+    (A_OT, FAULT, 1, 1, R_OVERTEMPERATURE, "discharge, latched", 0, 1),
+    (A_UT, WARNING, 0, 0, R_TEMPERATURE_LOW, "discharge", 0, 0),
+    (A_UT, ALARM, 0, 1, R_UNDERTEMPERATURE, "discharge", 0, 0),
+    (A_UT, FAULT, 1, 1, R_UNDERTEMPERATURE, "discharge, latched", 0, 1),
+    (A_CUT, WARNING, 0, 0, R_TEMPERATURE_LOW, "charge", 0, 0),
+    (A_CUT, ALARM, 1, 0, R_COLD_CHARGE, "charge", 0, 0),
+    (A_CUT, FAULT, 1, 1, R_COLD_CHARGE, "charging while frozen, latched", 0, 1),
+    (A_TR, WARNING, 0, 0, R_THERMAL_RUNAWAY, "temperature rising or hot spot", 0, 0),
+    (A_TR, ALARM, 1, 0, R_THERMAL_RUNAWAY, "temperature rising fast: derated", 0, 0),
+    (A_TR, FAULT, 1, 1, R_THERMAL_RUNAWAY, "temperature rise sustained: pack isolation, latched", 0, 1),
+    (A_TR, FAULT, 1, 1, R_THERMAL_RUNAWAY, "confirmed (GB 38031): system shutdown, latched", 0, 1),
+    (A_OCC, WARNING, 0, 0, R_OVERCURRENT, "", 0, 0),
+    (A_OCC, ALARM, 1, 0, R_OVERCURRENT, "", 0, 0),
+    (A_OCC, FAULT, 1, 1, R_OVERCURRENT, "latched", 0, 1),
+    (A_ODC, WARNING, 0, 0, R_OVERCURRENT, "", 0, 0),
+    (A_ODC, ALARM, 0, 1, R_OVERCURRENT, "", 0, 0),
+    (A_ODC, FAULT, 1, 1, R_OVERCURRENT, "latched", 0, 1),
+    (A_IMB, WARNING, 0, 0, R_CELL_IMBALANCE, "", 0, 0),
+    (A_IMB, ALARM, 1, 0, R_CELL_IMBALANCE, "", 0, 0),
+    (A_IMB, FAULT, 1, 1, R_CELL_IMBALANCE, "latched", 0, 1),
+    (A_SEN, WARNING, 0, 0, R_SENSOR_FAULT, "reading not a number", 0, 0),
+    (A_SEN, ALARM, 1, 1, R_SENSOR_FAULT, "reading not a number", 0, 0),
+    (A_SEN, FAULT, 1, 1, R_SENSOR_FAULT, "reading not a number, latched", 0, 1),
+    (A_OV, ALARM, 1, 0, R_CELL_OVERVOLTAGE, "reported by BMS", F_ALARM_CELL_OV, 0),
+    (A_UV, ALARM, 0, 1, R_CELL_UNDERVOLTAGE, "reported by BMS", F_ALARM_CELL_UV, 0),
+    (A_OT, ALARM, 1, 1, R_OVERTEMPERATURE, "reported by BMS", F_ALARM_OVERTEMP, 0),
+    (A_UT, ALARM, 1, 1, R_UNDERTEMPERATURE, "reported by BMS", F_ALARM_UNDERTEMP, 0),
+    (A_OCC, ALARM, 1, 0, R_OVERCURRENT, "reported by BMS", F_ALARM_CHARGE_OC, 0),
+    (A_ODC, ALARM, 0, 1, R_OVERCURRENT, "reported by BMS", F_ALARM_DISCHARGE_OC, 0),
+    (A_ODC, ALARM, 1, 1, R_OVERCURRENT, "short circuit, reported by BMS", F_ALARM_SHORT_CIRCUIT, 0),
+    (A_BMS, ALARM, 1, 1, R_FAULT, "internal alarm, reported by BMS", F_ALARM_INTERNAL, 0),
+    (A_BMS, FAULT, 1, 1, R_FAULT, "reported by BMS", F_BMS_FAULT, 0),  # the BMS latches its own faults
+)
+# Stable names of the rows (persisted latched faults, tests).
+LATCH_KEYS: tuple[str, ...] = (
+    "cell_ov_warn",
+    "cell_ov_alarm",
+    "cell_ov_fault",
+    "cell_uv_warn",
+    "cell_uv_alarm",
+    "cell_uv_fault",
+    "pack_ov_warn",
+    "pack_ov_alarm",
+    "pack_ov_fault",
+    "pack_uv_warn",
+    "pack_uv_alarm",
+    "pack_uv_fault",
+    "temp_charge_high_warn",
+    "temp_charge_high_alarm",
+    "temp_charge_high_fault",
+    "temp_discharge_high_warn",
+    "temp_discharge_high_alarm",
+    "temp_discharge_high_fault",
+    "temp_discharge_low_warn",
+    "temp_discharge_low_alarm",
+    "temp_discharge_low_fault",
+    "temp_charge_low_warn",
+    "temp_charge_low_alarm",
+    "temp_charge_low_fault",
+    "thermal_warn",
+    "thermal_derate",
+    "thermal_isolate",
+    "thermal_confirmed",
+    "charge_oc_warn",
+    "charge_oc_alarm",
+    "charge_oc_fault",
+    "discharge_oc_warn",
+    "discharge_oc_alarm",
+    "discharge_oc_fault",
+    "imbalance_warn",
+    "imbalance_alarm",
+    "imbalance_fault",
+    "sensor_warn",
+    "sensor_alarm",
+    "sensor_fault",
+    "bms_cell_ov",
+    "bms_cell_uv",
+    "bms_overtemp",
+    "bms_undertemp",
+    "bms_charge_oc",
+    "bms_discharge_oc",
+    "bms_short_circuit",
+    "bms_internal",
+    "bms_fault",
 )
 L_OV_WARN = 0
 L_OV_ALARM = 1
-L_UV_WARN = 2
-L_UV_ALARM = 3
-L_OTC_WARN = 4
-L_OTC_ALARM = 5
-L_OTD_WARN = 6
-L_OTD_ALARM = 7
-L_UTD_WARN = 8
-L_UTD_ALARM = 9
-L_CUT_WARN = 10
-L_CUT_ALARM = 11
-L_OCC = 12
-L_ODC = 13
-L_FLAGS0 = 14  # first latch driven by a BmsFlags bit
-N_LATCH = 23
+L_OV_FAULT = 2
+L_UV_WARN = 3
+L_UV_ALARM = 4
+L_UV_FAULT = 5
+L_POV_WARN = 6
+L_POV_ALARM = 7
+L_POV_FAULT = 8
+L_PUV_WARN = 9
+L_PUV_ALARM = 10
+L_PUV_FAULT = 11
+L_OTC_WARN = 12
+L_OTC_ALARM = 13
+L_OTC_FAULT = 14
+L_OTD_WARN = 15
+L_OTD_ALARM = 16
+L_OTD_FAULT = 17
+L_UTD_WARN = 18
+L_UTD_ALARM = 19
+L_UTD_FAULT = 20
+L_CUT_WARN = 21
+L_CUT_ALARM = 22
+L_CUT_FAULT = 23
+L_TR_WARN = 24
+L_TR_ALARM = 25
+L_TR_ISOLATE = 26
+L_TR_CONFIRMED = 27
+L_OCC_WARN = 28
+L_OCC_ALARM = 29
+L_OCC_FAULT = 30
+L_ODC_WARN = 31
+L_ODC_ALARM = 32
+L_ODC_FAULT = 33
+L_IMB_WARN = 34
+L_IMB_ALARM = 35
+L_IMB_FAULT = 36
+L_SEN_WARN = 37
+L_SEN_ALARM = 38
+L_SEN_FAULT = 39
+L_FLAGS0 = 40  # first latch driven by a BmsFlags bit
+N_LATCH = 49
+
+# Charge-voltage stages (values of bmsgw.model.ChargeStage).
+CHARGE_STAGES: tuple[str, ...] = ("bulk", "absorption", "float")
+S_BULK = 0
+S_ABSORPTION = 1
+S_FLOAT = 2
 
 # Anchor kinds (ANCHOR_KINDS[k] is the name the wrapper reports).
 ANCHOR_KINDS: tuple[str, ...] = ("", "converged", "rest", "full", "empty")
@@ -155,6 +290,11 @@ K_CONVERGED = 1
 K_REST = 2
 K_FULL = 3
 K_EMPTY = 4
+
+# Pack sets of Kernel._share_limit.
+SET_ADMITTED = 0
+SET_FULL = 1
+SET_ONLINE = 2
 
 # Estimator modes (CoreParams.estimator).
 EST_EKF = 0
@@ -205,9 +345,15 @@ BAL_WINDOW_V = 0.100  # balance only cells at or above cell_v_max_warn − this
 BAL_DELTA_V = 0.020  # … that sit more than this above the pack's lowest cell
 MASK_MAX_CELLS = 62  # packs up to this size get their balance mask as one int64
 TIME_EPS = 1e-9  # tolerance on debounce comparisons (sums of 0.1 s steps)
+SEG_BINS = 1024  # uniform bins of the SOC-segment table (_lookup)
 UNSET = -1.0e300  # "no time": timers that are not running
 UNSET_BELOW = -1.0e299
 NAN = float("nan")
+# protection
+TR_FILTER_S = 2.0  # time constant of the per-sensor dT/dt filter
+TR_RAW_MAX = 2.0  # °C/s: a faster step between two samples counts as this (a sensor glitch is not a rise)
+TR_VDROP = 0.75  # GB 38031 "voltage drop > 25 %": the lowest cell below this × the pack's mean cell
+TR_DERATE = 0.5  # thermal stage 2 ("derate"): DCL × this, CCL 0
 
 # The constants above are C globals once compiled (not importable); this is their Python-visible copy.
 TUNING: dict[str, float] = {
@@ -233,6 +379,10 @@ TUNING: dict[str, float] = {
     "bal_window_v": BAL_WINDOW_V,
     "bal_delta_v": BAL_DELTA_V,
     "mask_max_cells": MASK_MAX_CELLS,
+    "tr_filter_s": TR_FILTER_S,
+    "tr_raw_max": TR_RAW_MAX,
+    "tr_vdrop": TR_VDROP,
+    "tr_derate": TR_DERATE,
 }
 
 
@@ -246,6 +396,13 @@ def _i32(n: int) -> memoryview[int]:
 
 def _i64(n: int) -> memoryview[int]:
     return memoryview(bytearray(8 * (n if n > 0 else 1))).cast("q")
+
+
+def _pair(a: float, b: float) -> memoryview[float]:
+    out = _f64(2)
+    out[0] = a
+    out[1] = b
+    return out
 
 
 def interp(x: float, xs: memoryview[float], ys: memoryview[float], n: int) -> float:
@@ -355,6 +512,43 @@ class Kernel:
         self.empty_v = float(params.empty_voltage_cell_v)
         self.sigma_v = float(params.voltage_sigma_v)
         self.estimator = EST_COUNTING if params.estimator == "counting" else EST_EKF
+        # protection tiers, derating, charge stages, thermal staging (CoreParams documents each)
+        self.v_max_fault = float(params.cell_v_max_fault)
+        self.v_min_fault = float(params.cell_v_min_fault)
+        self.t_fault = float(params.temp_fault_margin_c)
+        self.oc_fault_f = float(params.overcurrent_fault_factor)
+        self.oc_fault_t = float(params.overcurrent_fault_time_s)
+        self.oc_k = (self.oc_factor * self.oc_factor - 1.0) * self.oc_time
+        self.sens_t = float(params.sensor_fault_time_s)
+        self.soc_floor = float(params.soc_derate_floor)
+        self.float_v = float(params.float_voltage_cell_v)
+        self.abs_max = float(params.absorption_time_max_s)
+        self.rebulk_soc = float(params.rebulk_soc)
+        self.rebulk_spread = float(params.rebulk_spread_v)
+        self.tr_warn = float(params.tr_rate_warn_c_s)
+        self.tr_alarm = float(params.tr_rate_alarm_c_s)
+        self.tr_confirm = float(params.tr_rate_confirm_c_s)
+        self.tr_confirm_s = float(params.tr_confirm_s)
+        self.tr_delta = float(params.tr_delta_warn_c)
+        self.pv_hi = _f64(3)  # pack voltage / cells: warn, alarm, fault
+        self.pv_lo = _f64(3)
+        self.imb_v = _f64(3)  # cell spread: warn, alarm, fault
+        for k, tier in enumerate(("warn", "alarm", "fault")):
+            self.pv_hi[k] = float(getattr(params, "pack_v_max_" + tier))
+            self.pv_lo[k] = float(getattr(params, "pack_v_min_" + tier))
+            self.imb_v[k] = float(getattr(params, "imbalance_" + tier + "_v"))
+        # trapezoid edges per direction (0 charge, 1 discharge; discharge mirrored x → −x, see _pack_limit)
+        m = self.t_margin
+        self.dr_v0 = _pair(self.v_max_warn, -self.v_min_warn)
+        self.dr_v1 = _pair(self.v_max_alarm, -self.v_min_alarm)
+        self.dr_p0 = _pair(self.pv_hi[0], -self.pv_lo[0])
+        self.dr_p1 = _pair(self.pv_hi[1], -self.pv_lo[1])
+        self.dr_th0 = _pair(self.chg_t_max - m, self.dis_t_max - m)
+        self.dr_th1 = _pair(self.chg_t_max, self.dis_t_max)
+        self.dr_tl0 = _pair(self.chg_t_min, self.dis_t_min)
+        self.dr_tl1 = _pair(self.chg_t_min + m, self.dis_t_min + m)
+        self.dr_s0 = _pair(float(params.soc_charge_derate_start), -float(params.soc_discharge_derate_start))
+        self.dr_s1 = _pair(1.0, -0.0)
         self.r0_ah = float(model["r0_ohm_ah"])
         self.r1_ah = float(model["r1_ohm_ah"])
         self.tau1 = float(model["tau1_s"])
@@ -408,6 +602,8 @@ class Kernel:
         self.cur = _f64(n_packs)
         self.online = _i32(n_packs)
         self.flags = _i64(n_packs)
+        self.share = _f64(n_packs)  # assumed fraction of the system current (any scale; normalised per set)
+        self.admit = _f64(n_packs)  # 0 held out … 1 fully admitted (bmsgw/multipack.py)
         # cell state: output SOC, offset from the pack's mean cell and its variance
         self.soc = _f64(nc)
         self.dz = _f64(nc)
@@ -464,6 +660,27 @@ class Kernel:
         self.lat_pend = _f64(n_packs * N_LATCH)
         for k in range(n_packs * N_LATCH):
             self.lat_pend[k] = UNSET
+        # protection state: overcurrent I²t per pack and direction, thermal filter per sensor
+        self.lat_keep = _i32(N_LATCH)
+        for k in range(N_LATCH):
+            self.lat_keep[k] = LATCHES[k][7]
+        self.vmean = _f64(n_packs)
+        self.oc_acc = _f64(2 * n_packs)
+        self.oc_t = _f64(n_packs)
+        self.oc_i = _f64(n_packs)  # current of the previous step (the interval's current)
+        self.th_t = _f64(n_packs)
+        self.th_prev = _f64(ns)
+        self.th_rate = _f64(ns)
+        self.tr_rate = _f64(n_packs)
+        self.tr_delta_p = _f64(n_packs)
+        for p in range(n_packs):
+            self.oc_t[p] = UNSET
+            self.th_t[p] = UNSET
+        self.stage = S_BULK
+        self.stage_since = 0.0
+        self.abs_time = 0.0
+        self.tail_since = UNSET
+        self.shutdown = 0
         # scratch of _lookup / _temperature
         self.l_ocv = 0.0
         self.l_docv = 0.0
@@ -474,7 +691,15 @@ class Kernel:
         self.tw = 0.0
         self.kv = _f64(5)  # scratch: P·Hᵀ of a mean-cell update
         self.x0 = _f64(5)  # scratch: prior state of an iterated update
-        self.brow = _f64(self.n_grid)  # scratch: the OCV row at the selected temperature
+        self.brow = _f64(self.n_grid)  # the OCV row at the selected temperature (_temperature)
+        self.hrow = _f64(self.n_grid)  # … and the hysteresis row
+        self.bslope = _f64(self.n_grid)  # their slopes per SOC segment
+        self.hslope = _f64(self.n_grid)
+        # segment of every uniform SOC bin (bin b starts at soc_grid[0] + b / seg_scale), for _lookup
+        self.seg_scale = SEG_BINS / (soc_grid[self.n_grid - 1] - soc_grid[0])
+        self.seg_idx = _i32(SEG_BINS + 1)
+        for k in range(SEG_BINS + 1):
+            self.seg_idx[k] = bracket(soc_grid[0] + k / self.seg_scale, soc_grid, self.n_grid)
         self.fp = _f64(25)  # scratch: F·P
         for p in range(n_packs):
             self.rest_since[p] = UNSET
@@ -485,6 +710,8 @@ class Kernel:
             self.first_anchor_t[p] = NAN
             self.ccl_r[p] = R_COMM_LOST
             self.dcl_r[p] = R_COMM_LOST
+            self.share[p] = 1.0
+            self.admit[p] = 1.0
             self.cap_est[p] = self.cap_ah[p]
             self.x[5 * p + 4] = 1.0
             self.temp_p[p] = 25.0
@@ -520,6 +747,11 @@ class Kernel:
         self.cvl_reason = R_COMM_LOST
         self.dvl_reason = R_COMM_LOST
         self.n_online = 0
+        self.n_admit = 0
+        self.ccl_pack = -1
+        self.dcl_pack = -1
+        self.cb_pack = -1
+        self.cb_reason = R_COMM_LOST
         self.have_data = 0
         self.comm_lost = 0
         self.comm_lost_since = 0.0
@@ -543,6 +775,12 @@ class Kernel:
         self.cur[p] = current
         self.flags[p] = flags
 
+    def set_share(self, p: int, share: float, admit: float) -> None:
+        """Pack `p`'s assumed share of the system current (> 0; normalised over the packs in the limit) and
+        its admission (0 held out: its limits count for nothing; 1 in service; between: ramping in)."""
+        self.share[p] = share
+        self.admit[p] = admit
+
     # ---------------------------------------------------------------- step
 
     def step(self, t: float) -> None:
@@ -557,11 +795,64 @@ class Kernel:
                     for k in range(p * N_LATCH, (p + 1) * N_LATCH):
                         self.lat_pend[k] = UNSET
                     self.pending[p] = 0
+                    self.oc_t[p] = UNSET
                 self._pack(p, t)
             else:
                 self.prev_on[p] = 0
+        self._shutdown()
         self._system(t, n_online)
         self.t_prev = t
+
+    def reset_latched(self, pack: int) -> int:
+        """Clear the latched (tier 3) rows of pack `pack` (−1: every pack); returns how many were on. A
+        condition that still holds trips again after its delay. Limits are rebuilt at the next step."""
+        n = 0
+        for p in range(self.n_packs):
+            if pack >= 0 and pack != p:
+                continue
+            fault = 0
+            for k in range(N_LATCH):
+                j = p * N_LATCH + k
+                if self.lat_keep[k] != 0 and self.lat_on[j] != 0:
+                    self.lat_on[j] = 0
+                    self.lat_pend[j] = UNSET
+                    n += 1
+                elif self.lat_on[j] != 0 and self.lat_level[k] >= FAULT:
+                    fault = 1
+            self.contactor[p] = fault
+        for p in range(self.n_packs):
+            self.pending[p] = 1
+        if n > 0:
+            self.alarm_version += 1
+        return n
+
+    def set_latched(self, p: int, k: int, since: float) -> None:
+        """Trip latched row `k` of pack `p` as of `since` (restoring latched faults after a restart)."""
+        j = p * N_LATCH + k
+        if self.lat_keep[k] != 0 and self.lat_on[j] == 0:
+            self.lat_on[j] = 1
+            self.lat_since[j] = since
+            self.lat_pend[j] = UNSET
+            self.contactor[p] = 1
+            self.pending[p] = 1
+            self.alarm_version += 1
+
+    def _shutdown(self) -> None:
+        """A confirmed thermal runaway in any pack shuts the system down: every pack's contactor-open
+        request and every pack limit 0 (reason THERMAL_RUNAWAY) until the latch is reset."""
+        shut = 0
+        for p in range(self.n_packs):
+            if self.lat_on[p * N_LATCH + L_TR_CONFIRMED] != 0:
+                shut = 1
+        self.shutdown = shut
+        if shut == 0:
+            return
+        for p in range(self.n_packs):
+            self.contactor[p] = 1
+            self.ccl_p[p] = 0.0
+            self.dcl_p[p] = 0.0
+            self.ccl_r[p] = R_THERMAL_RUNAWAY
+            self.dcl_r[p] = R_THERMAL_RUNAWAY
 
     # ---------------------------------------------------------------- per pack
 
@@ -579,10 +870,12 @@ class Kernel:
         cur = self.cur[p]
         st = self.s_t[p]
 
-        # cell extremes and the CVL excess
+        # cell extremes, mean, non-finite readings and the CVL excess
         vmin = cv[c0]
         vmax = cv[c0]
+        vsum = 0.0
         excess = 0.0
+        nbad = 0
         for c in range(c0, c1):
             v = cv[c]
             if v < vmin:
@@ -591,8 +884,13 @@ class Kernel:
                 vmax = v
             if v > self.v_max_warn:
                 excess += v - self.v_max_warn
+            if v - v != 0.0:  # NaN or ±inf
+                nbad += 1
+            vsum += v
+        vmean = vsum / (c1 - c0)
         self.vmin[p] = vmin
         self.vmax[p] = vmax
+        self.vmean[p] = vmean
         self.excess[p] = excess
         has_t = s1 > s0
         tmin = 0.0
@@ -606,6 +904,10 @@ class Kernel:
                     tmin = x
                 if x > tmax:
                     tmax = x
+                if x - x != 0.0:
+                    nbad += 1
+            if self.fresh[p] != 0:
+                self._thermal(p, s0, s1, st)
         self.tmin[p] = tmin
         self.tmax[p] = tmax
 
@@ -621,7 +923,8 @@ class Kernel:
         den = smin + (1.0 - smax)
         self.soc_pack[p] = smin / den if den > 0.0 else 0.5
 
-        # balancing: not while discharging; top cells only
+        # balancing: not while discharging; top cells only. A string longer than MASK_MAX_CELLS gets −1
+        # when any of its cells bleeds (the wrapper builds that mask from ``bal``), else 0
         bal_from = self.v_max_warn - BAL_WINDOW_V
         bal_ok = cur > -self.rest_i
         mask = 0
@@ -630,47 +933,112 @@ class Kernel:
         for c in range(c0, c1):
             if bal_ok and cv[c] >= bal_from and cv[c] - vmin > BAL_DELTA_V:
                 self.bal[c] = 1
-                if small:
-                    mask |= one << (c - c0)
+                mask |= one << (c - c0) if small else -one
             else:
                 self.bal[c] = 0
         self.mask[p] = mask
 
-        # protection latches
-        # protection latches (`pend` collects whether any debounce timer is still running)
+        # overcurrent time-current curve: ∫((I/rated)² − 1) dt (cooling below rated, never below 0) against
+        # K = (factor² − 1) × time, so overcurrent_factor × rated trips after overcurrent_time_s and a higher
+        # current sooner; each interval counts with the current held since the previous step
+        dt = 0.0
+        if self.oc_t[p] > UNSET_BELOW:
+            dt = t - self.oc_t[p]
+            if dt < 0.0:
+                dt = 0.0
+            elif dt > MAX_RAMP_DT_S:
+                dt = MAX_RAMP_DT_S
+        self.oc_t[p] = t
+        y = self.oc_i[p]
+        self.oc_i[p] = cur
+        x = y / self.max_chg
+        a = self.oc_acc[2 * p] + (x * x - 1.0) * dt if y > 0.0 else self.oc_acc[2 * p] - dt
+        self.oc_acc[2 * p] = a if a > 0.0 else 0.0
+        x = y / self.max_dis
+        a = self.oc_acc[2 * p + 1] + (x * x - 1.0) * dt if y < 0.0 else self.oc_acc[2 * p + 1] - dt
+        self.oc_acc[2 * p + 1] = a if a > 0.0 else 0.0
+
+        # protection latches (`pend` collects whether any timer is still running)
         j = p * N_LATCH
         vh = self.v_hyst
         th = self.t_hyst
         db = self.debounce
-        pend = self._latch(j + L_OV_WARN, t, vmax >= self.v_max_warn, vmax < self.v_max_warn - vh, db)
+        pend = self.oc_acc[2 * p] > 0.0 or self.oc_acc[2 * p + 1] > 0.0
+        pend |= self._latch(j + L_OV_WARN, t, vmax >= self.v_max_warn, vmax < self.v_max_warn - vh, db)
         pend |= self._latch(j + L_OV_ALARM, t, vmax >= self.v_max_alarm, vmax < self.v_max_alarm - vh, db)
+        pend |= self._latch(j + L_OV_FAULT, t, vmax >= self.v_max_fault, False, db)
         pend |= self._latch(j + L_UV_WARN, t, vmin <= self.v_min_warn, vmin > self.v_min_warn + vh, db)
         pend |= self._latch(j + L_UV_ALARM, t, vmin <= self.v_min_alarm, vmin > self.v_min_alarm + vh, db)
+        pend |= self._latch(j + L_UV_FAULT, t, vmin <= self.v_min_fault, False, db)
+        lim = self.pv_hi[0]
+        pend |= self._latch(j + L_POV_WARN, t, vmean >= lim, vmean < lim - vh, db)
+        lim = self.pv_hi[1]
+        pend |= self._latch(j + L_POV_ALARM, t, vmean >= lim, vmean < lim - vh, db)
+        pend |= self._latch(j + L_POV_FAULT, t, vmean >= self.pv_hi[2], False, db)
+        lim = self.pv_lo[0]
+        pend |= self._latch(j + L_PUV_WARN, t, vmean <= lim, vmean > lim + vh, db)
+        lim = self.pv_lo[1]
+        pend |= self._latch(j + L_PUV_ALARM, t, vmean <= lim, vmean > lim + vh, db)
+        pend |= self._latch(j + L_PUV_FAULT, t, vmean <= self.pv_lo[2], False, db)
         if has_t:
+            tf = self.t_fault
+            charging = cur >= self.rest_i
             warn = self.chg_t_max - self.t_margin
             pend |= self._latch(j + L_OTC_WARN, t, tmax >= warn, tmax < warn - th, db)
-            charging = cur >= self.rest_i
             lim = self.chg_t_max
             pend |= self._latch(j + L_OTC_ALARM, t, tmax >= lim and charging, tmax < lim - th, db)
+            pend |= self._latch(j + L_OTC_FAULT, t, tmax >= lim + tf and charging, False, db)
             warn = self.dis_t_max - self.t_margin
             pend |= self._latch(j + L_OTD_WARN, t, tmax >= warn, tmax < warn - th, db)
             lim = self.dis_t_max
             pend |= self._latch(j + L_OTD_ALARM, t, tmax >= lim, tmax < lim - th, db)
+            pend |= self._latch(j + L_OTD_FAULT, t, tmax >= lim + tf, False, db)
             warn = self.dis_t_min + self.t_margin
             pend |= self._latch(j + L_UTD_WARN, t, tmin <= warn, tmin > warn + th, db)
             lim = self.dis_t_min
             pend |= self._latch(j + L_UTD_ALARM, t, tmin <= lim, tmin > lim + th, db)
+            pend |= self._latch(j + L_UTD_FAULT, t, tmin <= lim - tf, False, db)
             warn = self.chg_t_min + self.t_margin
             pend |= self._latch(j + L_CUT_WARN, t, tmin < warn, tmin >= warn + th, db)
             lim = self.chg_t_min
             pend |= self._latch(j + L_CUT_ALARM, t, tmin < lim, tmin >= lim + th, db)
+            pend |= self._latch(j + L_CUT_FAULT, t, tmin < lim - tf and charging, False, db)
+            # thermal runaway: warning → derate → pack isolation → (GB 38031 confirmed) system shutdown
+            rate = self.tr_rate[p]
+            lim = self.tr_warn
+            on = rate >= lim or self.tr_delta_p[p] >= self.tr_delta
+            off = rate < 0.5 * lim and self.tr_delta_p[p] < self.tr_delta - th
+            pend |= self._latch(j + L_TR_WARN, t, on, off, db)
+            lim = self.tr_alarm
+            pend |= self._latch(j + L_TR_ALARM, t, rate >= lim, rate < 0.5 * lim, db)
+            on = rate >= self.tr_confirm
+            pend |= self._latch(j + L_TR_ISOLATE, t, on, False, self.tr_confirm_s + 2.0 * TIME_EPS)
+            on = on and self.lat_on[j + L_TR_ISOLATE] != 0
+            on = on and (vmin < TR_VDROP * vmean or tmax >= self.dis_t_max)
+            pend |= self._latch(j + L_TR_CONFIRMED, t, on, False, 0.0)
         else:
-            for k in range(L_OTC_WARN, L_CUT_ALARM + 1):
+            for k in range(L_OTC_WARN, L_TR_CONFIRMED + 1):
                 pend |= self._latch(j + k, t, False, True, db)
-        lim = self.oc_factor * self.max_chg
-        pend |= self._latch(j + L_OCC, t, cur > lim, cur <= self.max_chg, self.oc_time)
-        lim = self.oc_factor * self.max_dis
-        pend |= self._latch(j + L_ODC, t, -cur > lim, -cur <= self.max_dis, self.oc_time)
+        lim = self.max_chg
+        pend |= self._latch(j + L_OCC_WARN, t, cur > lim, cur <= lim, db)
+        on = cur > lim and self.oc_acc[2 * p] >= self.oc_k - TIME_EPS
+        pend |= self._latch(j + L_OCC_ALARM, t, on, cur <= lim, 0.0)
+        pend |= self._latch(j + L_OCC_FAULT, t, cur >= self.oc_fault_f * lim, False, self.oc_fault_t)
+        lim = self.max_dis
+        pend |= self._latch(j + L_ODC_WARN, t, -cur > lim, -cur <= lim, db)
+        on = -cur > lim and self.oc_acc[2 * p + 1] >= self.oc_k - TIME_EPS
+        pend |= self._latch(j + L_ODC_ALARM, t, on, -cur <= lim, 0.0)
+        pend |= self._latch(j + L_ODC_FAULT, t, -cur >= self.oc_fault_f * lim, False, self.oc_fault_t)
+        spread = vmax - vmin
+        lim = self.imb_v[0]
+        pend |= self._latch(j + L_IMB_WARN, t, spread >= lim, spread < lim - vh, db)
+        lim = self.imb_v[1]
+        pend |= self._latch(j + L_IMB_ALARM, t, spread >= lim, spread < lim - vh, db)
+        pend |= self._latch(j + L_IMB_FAULT, t, spread >= self.imb_v[2], False, db)
+        on = nbad > 0
+        pend |= self._latch(j + L_SEN_WARN, t, on, not on, 0.0)
+        pend |= self._latch(j + L_SEN_ALARM, t, on, not on, db)
+        pend |= self._latch(j + L_SEN_FAULT, t, on, False, self.sens_t)
         flags = self.flags[p]
         for k in range(L_FLAGS0, N_LATCH):
             on = (flags & self.lat_flag[k]) != 0
@@ -695,50 +1063,111 @@ class Kernel:
                     zd_level = level
                     zd = self.lat_reason[k]
         self.contactor[p] = fault
+        self._pack_limit(p, 0, zc, vmax, vmean, tmin, tmax, spread, has_t)
+        self._pack_limit(p, 1, zd, vmin, vmean, tmin, tmax, spread, has_t)
 
-        if zc >= 0:
-            self.ccl_p[p] = 0.0
-            self.ccl_r[p] = zc
+    def _pack_limit(
+        self,
+        p: int,
+        d: int,
+        zero: int,
+        v: float,
+        vmean: float,
+        tmin: float,
+        tmax: float,
+        spread: float,
+        has_t: bool,
+    ) -> None:
+        """Pack `p`'s CCL (d = 0, `v` its highest cell) or DCL (d = 1, `v` its lowest cell): 0 with reason
+        `zero` when an alarm zeroes that direction, else the rated current times the tightest trapezoid
+        (SOF: cell voltage, pack voltage, temperature high and low, SOC; charge also cell spread, discharge
+        the thermal derate). Discharge edges are mirrored (x → −x) so every edge is a derate_high."""
+        if zero >= 0:
+            lim = 0.0
+            reason = zero
         else:
-            lim = self.max_chg
+            sg = 1.0 if d == 0 else -1.0
+            imax = self.max_chg if d == 0 else self.max_dis
+            lim = imax
             reason = R_CONFIG
-            x = self.max_chg * derate_high(vmax, self.v_max_warn, self.v_max_alarm)
+            x = imax * derate_high(sg * v, self.dr_v0[d], self.dr_v1[d])
             if x < lim:
                 lim = x
-                reason = R_CELL_VOLTAGE_HIGH
+                reason = R_CELL_VOLTAGE_HIGH if d == 0 else R_CELL_VOLTAGE_LOW
+            x = imax * derate_high(sg * vmean, self.dr_p0[d], self.dr_p1[d])
+            if x < lim:
+                lim = x
+                reason = R_PACK_VOLTAGE
             if has_t:
-                x = self.max_chg * derate_high(tmax, self.chg_t_max - self.t_margin, self.chg_t_max)
+                x = imax * derate_high(tmax, self.dr_th0[d], self.dr_th1[d])
                 if x < lim:
                     lim = x
                     reason = R_TEMPERATURE_HIGH
-                x = self.max_chg * derate_low(tmin, self.chg_t_min, self.chg_t_min + self.t_margin)
+                x = imax * derate_low(tmin, self.dr_tl0[d], self.dr_tl1[d])
                 if x < lim:
                     lim = x
                     reason = R_TEMPERATURE_LOW
+            f = derate_high(sg * self.soc_pack[p], self.dr_s0[d], self.dr_s1[d])
+            x = imax * (self.soc_floor + (1.0 - self.soc_floor) * f)
+            if x < lim:
+                lim = x
+                reason = R_SOC_FULL if d == 0 else R_SOC_EMPTY
+            if d == 0:
+                x = imax * derate_high(spread, self.imb_v[0], self.imb_v[1])
+                if x < lim:
+                    lim = x
+                    reason = R_CELL_IMBALANCE
+            elif self.lat_on[p * N_LATCH + L_TR_ALARM] != 0:
+                x = imax * TR_DERATE
+                if x < lim:
+                    lim = x
+                    reason = R_THERMAL_RUNAWAY
+        if d == 0:
             self.ccl_p[p] = lim
             self.ccl_r[p] = reason
-
-        if zd >= 0:
-            self.dcl_p[p] = 0.0
-            self.dcl_r[p] = zd
         else:
-            lim = self.max_dis
-            reason = R_CONFIG
-            x = self.max_dis * derate_low(vmin, self.v_min_alarm, self.v_min_warn)
-            if x < lim:
-                lim = x
-                reason = R_CELL_VOLTAGE_LOW
-            if has_t:
-                x = self.max_dis * derate_high(tmax, self.dis_t_max - self.t_margin, self.dis_t_max)
-                if x < lim:
-                    lim = x
-                    reason = R_TEMPERATURE_HIGH
-                x = self.max_dis * derate_low(tmin, self.dis_t_min, self.dis_t_min + self.t_margin)
-                if x < lim:
-                    lim = x
-                    reason = R_TEMPERATURE_LOW
             self.dcl_p[p] = lim
             self.dcl_r[p] = reason
+
+    def _thermal(self, p: int, s0: int, s1: int, st: float) -> None:
+        """Per sensor, the dT/dt filtered over TR_FILTER_S (from sample times); per pack, the fastest rise
+        and the largest step between neighbouring sensors."""
+        last = self.th_t[p]
+        tt = self.cell_t
+        if last < UNSET_BELOW or st - last > MAX_GAP_S or st < last:
+            for s in range(s0, s1):
+                self.th_prev[s] = tt[s]
+                self.th_rate[s] = 0.0
+            self.th_t[p] = st
+        elif st > last:
+            dt = st - last
+            a = dt / (TR_FILTER_S + dt)
+            for s in range(s0, s1):
+                x = tt[s]
+                y = self.th_prev[s]
+                if x - x == 0.0:
+                    if y - y == 0.0:
+                        r = (x - y) / dt
+                        if r > TR_RAW_MAX:
+                            r = TR_RAW_MAX
+                        elif r < -TR_RAW_MAX:
+                            r = -TR_RAW_MAX
+                        self.th_rate[s] += a * (r - self.th_rate[s])
+                    self.th_prev[s] = x
+            self.th_t[p] = st
+        rate = self.th_rate[s0]
+        delta = 0.0
+        for s in range(s0, s1):
+            if self.th_rate[s] > rate:
+                rate = self.th_rate[s]
+            if s > s0:
+                x = tt[s] - tt[s - 1]
+                if x < 0.0:
+                    x = -x
+                if x > delta:
+                    delta = x
+        self.tr_rate[p] = rate
+        self.tr_delta_p[p] = delta
 
     # ---------------------------------------------------------------- SOC estimator
 
@@ -746,7 +1175,6 @@ class Kernel:
         self, p: int, c0: int, c1: int, s0: int, s1: int, cur: float, st: float, has_t: bool
     ) -> None:
         """Advance pack `p`'s SOC estimate to its sample time `st` (see the module docstring)."""
-        cv = self.cell_v
         temp = 25.0
         if has_t:
             tsum = 0.0
@@ -775,10 +1203,7 @@ class Kernel:
                 self.irest[p] = a * self.irest[p] + (1.0 - a) * cur
                 resting = -self.rest_i < self.irest[p] < self.rest_i
                 self._predict(p, c0, c1, dt, 0.5 * (self.last_i[p] + cur), self.r1_ah / self.cap_ah[p] * rs)
-                vsum = 0.0
-                for c in range(c0, c1):
-                    vsum += cv[c]
-                vbar = vsum / n
+                vbar = self.vmean[p]  # the mean cell, summed in _pack in the same order
                 sv2 = self.sigma_v * self.sigma_v
                 if self.estimator == EST_EKF:
                     scale = self.tc_s / dt if dt < self.tc_s else 1.0
@@ -847,38 +1272,47 @@ class Kernel:
             self.tt0 = k - 1
             self.tt1 = k
             self.tw = (temp - tt[k - 1]) / (tt[k] - tt[k - 1])
+        # the OCV and M rows at this temperature and their slopes per segment, once per pack instead of
+        # per cell lookup (no division left in _lookup: it runs once per cell and step)
+        n = self.n_grid
+        a = self.tt0 * n
+        b = self.tt1 * n
+        w = self.tw
+        t = self.ocv_tab
+        h = self.hyst_tab
+        g = self.soc_grid
+        for k in range(n):
+            self.brow[k] = t[a + k] + w * (t[b + k] - t[a + k])
+            self.hrow[k] = h[a + k] + w * (h[b + k] - h[a + k])
+        for k in range(n - 1):
+            dg = g[k + 1] - g[k]
+            self.bslope[k] = (self.brow[k + 1] - self.brow[k]) / dg
+            self.hslope[k] = (self.hrow[k + 1] - self.hrow[k]) / dg
 
     def _lookup(self, z: float) -> None:
         """OCV, dOCV/dz, hysteresis M and dM/dz at SOC `z` (in 0..1) for the selected temperature."""
         g = self.soc_grid
-        n = self.n_grid
-        lo = bracket(z, g, n)
-        g0 = g[lo]
-        dg = g[lo + 1] - g0
-        f = (z - g0) / dg
-        w = self.tw
-        a = self.tt0 * n + lo
-        b = self.tt1 * n + lo
-        t = self.ocv_tab
-        o0 = t[a] + w * (t[b] - t[a])
-        o1 = t[a + 1] + w * (t[b + 1] - t[a + 1])
-        self.l_ocv = o0 + (o1 - o0) * f
-        self.l_docv = (o1 - o0) / dg
-        t = self.hyst_tab
-        o0 = t[a] + w * (t[b] - t[a])
-        o1 = t[a + 1] + w * (t[b + 1] - t[a + 1])
-        self.l_m = o0 + (o1 - o0) * f
-        self.l_dm = (o1 - o0) / dg
+        # the segment: bracket(z) in O(1), from a table of segments over uniform bins (no branchy search)
+        x = (z - g[0]) * self.seg_scale
+        b = 0
+        if x >= SEG_BINS:
+            b = SEG_BINS
+        elif x > 0.0:
+            b = int(x)
+        lo = self.seg_idx[b]
+        while lo > 0 and g[lo] > z:
+            lo -= 1
+        while lo < self.n_grid - 2 and g[lo + 1] <= z:
+            lo += 1
+        dz = z - g[lo]
+        self.l_docv = self.bslope[lo]
+        self.l_ocv = self.brow[lo] + self.l_docv * dz
+        self.l_dm = self.hslope[lo]
+        self.l_m = self.hrow[lo] + self.l_dm * dz
 
     def _soc_from_ocv(self, v: float) -> float:
         """SOC whose OCV (selected temperature) is `v`, clamped to the table's SOC range."""
-        t = self.ocv_tab
-        row = self.brow
-        a = self.tt0 * self.n_grid
-        b = self.tt1 * self.n_grid
-        for j in range(self.n_grid):
-            row[j] = t[a + j] + self.tw * (t[b + j] - t[a + j])
-        return interp(v, row, self.soc_grid, self.n_grid)
+        return interp(v, self.brow, self.soc_grid, self.n_grid)
 
     def _init_soc(self, p: int, c0: int, c1: int, cur: float, r0n: float) -> None:
         """First sample: cells from their IR-compensated OCV (unless given), covariance from the OCV slope."""
@@ -1201,14 +1635,51 @@ class Kernel:
     # ---------------------------------------------------------------- system
 
     def _system_soc(self, all_packs: int) -> None:
+        """Capacity-weighted SOC (Σ rated Ah × SOC / Σ rated Ah) over the packs in service, else online."""
         wsum = 0.0
         csum = 0.0
         for p in range(self.n_packs):
-            if all_packs != 0 or self.online[p] != 0:
+            if all_packs != 0 or (self.online[p] != 0 and self.admit[p] > 0.0):
                 wsum += self.cap_ah[p] * self.soc_pack[p]
                 csum += self.cap_ah[p]
+        if csum <= 0.0 and all_packs == 0:
+            for p in range(self.n_packs):
+                if self.online[p] != 0:
+                    wsum += self.cap_ah[p] * self.soc_pack[p]
+                    csum += self.cap_ah[p]
         if csum > 0.0:
             self.soc_sys = wsum / csum
+
+    def _share_limit(self, lim: memoryview[float], why: memoryview[int], which: int) -> float:
+        """min over a set of packs of lim[p] / (share[p] / Σ share over the set); the set: SET_ADMITTED
+        (admit > 0), SET_FULL (admit ≥ 1) or SET_ONLINE (every online pack). Binding pack and its reason go
+        to ``cb_pack``/``cb_reason`` (−1 and FAULT for an empty set, whose limit is 0)."""
+        ssum = 0.0
+        for p in range(self.n_packs):
+            if self._in_set(p, which):
+                ssum += self.share[p]
+        best = 0.0
+        self.cb_pack = -1
+        self.cb_reason = R_FAULT
+        if ssum <= 0.0:
+            return 0.0
+        for p in range(self.n_packs):
+            if self.share[p] > 0.0 and self._in_set(p, which):
+                x = lim[p] * ssum / self.share[p]
+                if self.cb_pack < 0 or x < best:
+                    best = x
+                    self.cb_pack = p
+                    self.cb_reason = why[p]
+        return best
+
+    def _in_set(self, p: int, which: int) -> bool:
+        if self.online[p] == 0:
+            return False
+        if which == SET_ADMITTED:
+            return self.admit[p] > 0.0
+        if which == SET_FULL:
+            return self.admit[p] >= 1.0
+        return True
 
     def _system(self, t: float, n_online: int) -> None:
         dt = 0.0
@@ -1231,6 +1702,9 @@ class Kernel:
             self.dcl_reason = R_COMM_LOST
             self.cvl_reason = R_COMM_LOST
             self.dvl_reason = R_COMM_LOST
+            self.ccl_pack = -1
+            self.dcl_pack = -1
+            self.n_admit = 0
             return
         if self.comm_lost != 0:
             self.comm_lost = 0
@@ -1238,41 +1712,55 @@ class Kernel:
 
         self._system_soc(0)
 
-        # CCL/DCL: n_online × the weakest online pack
-        ccl = 0.0
-        dcl = 0.0
-        ccl_r = R_CONFIG
-        dcl_r = R_CONFIG
+        # CCL/DCL: the smallest (pack limit / its share of the current) over the packs in service; a pack
+        # ramping in after a hot-add (0 < admit < 1) blends the limit from "without it" to "with it"
         first = -1
         excess = 0.0
+        n_in = 0
+        a_min = 1.0
+        ramp_p = -1
         for p in range(self.n_packs):
             if self.online[p] == 0:
                 continue
             if first < 0:
                 first = p
-                ccl = self.ccl_p[p]
-                ccl_r = self.ccl_r[p]
-                dcl = self.dcl_p[p]
-                dcl_r = self.dcl_r[p]
-            else:
-                if self.ccl_p[p] < ccl:
-                    ccl = self.ccl_p[p]
-                    ccl_r = self.ccl_r[p]
-                if self.dcl_p[p] < dcl:
-                    dcl = self.dcl_p[p]
-                    dcl_r = self.dcl_r[p]
             if self.excess[p] > excess:
                 excess = self.excess[p]
-        ccl = ccl * n_online
-        dcl = dcl * n_online
+            if self.admit[p] > 0.0:
+                n_in += 1
+                if self.admit[p] < a_min:
+                    a_min = self.admit[p]
+                    ramp_p = p
+        self.n_admit = n_in
+        mode = SET_ADMITTED if n_in > 0 else SET_ONLINE  # none in service: 0, with the weakest pack's reason
+        ccl = self._share_limit(self.ccl_p, self.ccl_r, mode)
+        ccl_r = self.cb_reason
+        ccl_pk = self.cb_pack
+        dcl = self._share_limit(self.dcl_p, self.dcl_r, mode)
+        dcl_r = self.cb_reason
+        dcl_pk = self.cb_pack
+        if n_in == 0:
+            ccl = 0.0
+            dcl = 0.0
+        elif ramp_p >= 0:
+            old = self._share_limit(self.ccl_p, self.ccl_r, SET_FULL)
+            if ccl > old:
+                ccl = old + a_min * (ccl - old)
+                ccl_r = R_RECOVERY
+                ccl_pk = ramp_p
+            old = self._share_limit(self.dcl_p, self.dcl_r, SET_FULL)
+            if dcl > old:
+                dcl = old + a_min * (dcl - old)
+                dcl_r = R_RECOVERY
+                dcl_pk = ramp_p
 
         # increases are rate-limited (full scale over recovery_ramp_s); decreases are immediate
         if self.ramp_s > 0.0:
-            cap = self.ccl + n_online * self.max_chg * dt / self.ramp_s
+            cap = self.ccl + n_in * self.max_chg * dt / self.ramp_s
             if ccl > cap:
                 ccl = cap
                 ccl_r = R_RECOVERY
-            cap = self.dcl + n_online * self.max_dis * dt / self.ramp_s
+            cap = self.dcl + n_in * self.max_dis * dt / self.ramp_s
             if dcl > cap:
                 dcl = cap
                 dcl_r = R_RECOVERY
@@ -1280,12 +1768,76 @@ class Kernel:
         self.dcl = dcl
         self.ccl_reason = ccl_r
         self.dcl_reason = dcl_r
+        self.ccl_pack = ccl_pk
+        self.dcl_pack = dcl_pk
 
-        # CVL/DVL from the first online pack's cell count; CVL pulled down by the cell excess
+        # CVL/DVL from the first online pack's cell count and the charge stage
+        self._charge_voltage(t, dt, first, excess)
+
+    def _charge_voltage(self, t: float, dt: float, first: int, excess: float) -> None:
+        """CVL through bulk → absorption → float (and back to bulk), with the cell-overshoot pull-down.
+
+        Bulk and absorption hold the charge voltage; absorption starts when an online pack's mean cell is
+        within ``full_voltage_margin_v`` of it and ends on the tail current (|I| below the summed full-charge
+        tail currents for ``full_hold_s`` at that voltage) or after ``absorption_time_max_s`` spent at it.
+        Float holds the float voltage until the system SOC falls below ``rebulk_soc`` or a pack's cell
+        spread reaches ``rebulk_spread_v``. Every stage pulls CVL down by the summed excess of the cells over
+        their target (the stage's voltage + (cell_v_max_warn − charge voltage)); CVL never drops below DVL,
+        so it is never 0 (Victron reads 0 as "no limit"). Increases are rate-limited, decreases immediate."""
         n = self.cell_off[first + 1] - self.cell_off[first]
+        vtop = 0.0
+        spread = 0.0
+        cur = 0.0
+        tail = 0.0
+        for p in range(self.n_packs):
+            if self.online[p] == 0:
+                continue
+            if self.vmean[p] > vtop:
+                vtop = self.vmean[p]
+            if self.vmax[p] - self.vmin[p] > spread:
+                spread = self.vmax[p] - self.vmin[p]
+            cur += self.cur[p]
+            tail += self.tail_i[p]
+        at_cv = vtop >= self.chg_v - self.full_margin
+        stage = self.stage
+        if stage == S_BULK:
+            if at_cv:
+                stage = S_ABSORPTION
+                self.abs_time = 0.0
+                self.tail_since = UNSET
+        elif stage == S_ABSORPTION:
+            if at_cv:
+                self.abs_time += dt
+                if -tail < cur < tail:
+                    if self.tail_since < UNSET_BELOW:
+                        self.tail_since = t
+                else:
+                    self.tail_since = UNSET
+            else:
+                self.tail_since = UNSET
+            done = self.tail_since > UNSET_BELOW and t - self.tail_since >= self.full_hold - TIME_EPS
+            if done or self.abs_time >= self.abs_max - TIME_EPS:
+                stage = S_FLOAT
+        elif self.soc_sys < self.rebulk_soc or spread >= self.rebulk_spread:
+            stage = S_BULK
+        if stage != self.stage:
+            self.stage = stage
+            self.stage_since = t
+        target = self.float_v if stage == S_FLOAT else self.chg_v
         dvl = self.dis_v * n
-        cvl = self.chg_v * n
+        cvl = target * n
         cvl_r = R_CONFIG
+        if stage == S_FLOAT:  # the excess was summed over v_max_warn: measure it from the float target
+            excess = 0.0
+            lim = self.v_max_warn - (self.chg_v - self.float_v)
+            for p in range(self.n_packs):
+                if self.online[p] != 0:
+                    x = 0.0
+                    for c in range(self.cell_off[p], self.cell_off[p + 1]):
+                        if self.cell_v[c] > lim:
+                            x += self.cell_v[c] - lim
+                    if x > excess:
+                        excess = x
         if excess > 0.0:
             cvl = cvl - excess
             cvl_r = R_CELL_VOLTAGE_HIGH

@@ -26,6 +26,13 @@ Where the numbers come from (regenerate / check with ``python bench/tools/make_o
   (2.5–3.65 V); CVL 3.45 V/cell charges to ≈98 % without living on the steep top knee; DVL 2.90 V/cell sits
   at ≈3 % SOC on the curve below. NMC 4.25/2.80 V alarm, 4.15/3.20 V warning, CVL 4.10 V/cell (≈92 %, a
   longevity-friendly top), DVL 3.20 V/cell (≈8 %).
+  Tier 3 (latched fault, contactor open): LFP 3.80/2.00 V (past the datasheet's abuse limits; below 2.0 V
+  copper dissolution makes a deep-discharged cell unsafe to recharge, which is why foxBMS latches deep
+  discharge), NMC 4.35/2.50 V. Pack voltage as its mean cell: LFP 3.50/3.55/3.65 V high, 2.85/2.70/2.50 V
+  low (a whole-pack over/under-charge even when no single cell stands out); NMC 4.15/4.20/4.25 and
+  3.15/3.00/2.80 V. Float 3.375 V/cell for LFP (the common float level of LFP chargers, ≈ 95 % rest SOC
+  without holding the cells on the top knee), 4.00 V for NMC. Cell spread: LFP 0.15/0.40/1.00 V (the top and
+  bottom knees spread an unbalanced LFP pack by 0.1–0.2 V in normal use), NMC 0.10/0.25/0.60 V.
 
 A user-measured OCV curve replaces the built-in one with :func:`profile_from_csv` (CSV ``soc,ocv_v``).
 """
@@ -80,6 +87,14 @@ class ChemistryProfile:
     cell_v_min_alarm: float
     charge_voltage_cell_v: float
     discharge_voltage_cell_v: float
+    # protection tier 3 (latched fault) and the charge stages; NaN only in hand-made profiles (see below)
+    cell_v_max_fault: float = math.nan  # NaN: cell_v_max_alarm + 0.1 V
+    cell_v_min_fault: float = math.nan  # NaN: cell_v_min_alarm − 0.3 V
+    float_voltage_cell_v: float = math.nan  # NaN: charge_voltage_cell_v
+    # pack voltage as its mean cell (V): warning, alarm, fault on the high and the low side
+    pack_v_max: tuple[float, float, float] = (math.nan, math.nan, math.nan)  # NaN: from the cell thresholds
+    pack_v_min: tuple[float, float, float] = (math.nan, math.nan, math.nan)
+    imbalance_v: tuple[float, float, float] = (0.15, 0.40, 1.00)  # cell spread: warning, alarm, fault
     # estimator cell model (bench/tools/fit_ecm.py)
     r1_ohm_ah: float = 0.0  # RC branch resistance × capacity (Ω·Ah) at 25 °C
     tau1_s: float = 60.0  # RC time constant
@@ -110,6 +125,38 @@ class ChemistryProfile:
             < self.v_max_physical
         ):
             raise ValueError("thresholds must nest: physical < alarm < warn < warn < alarm < physical")
+        _fill(self, "cell_v_max_fault", self.cell_v_max_alarm + 0.1)
+        _fill(self, "cell_v_min_fault", self.cell_v_min_alarm - 0.3)
+        _fill(self, "float_voltage_cell_v", self.charge_voltage_cell_v)
+        if any(math.isnan(x) for x in self.pack_v_max):
+            hi = (self.cell_v_max_warn - 0.05, self.cell_v_max_warn, self.cell_v_max_alarm)
+            object.__setattr__(self, "pack_v_max", hi)
+        if any(math.isnan(x) for x in self.pack_v_min):
+            lo = (
+                self.cell_v_min_warn - 0.05,
+                (self.cell_v_min_warn + self.cell_v_min_alarm) / 2,
+                self.cell_v_min_alarm,
+            )
+            object.__setattr__(self, "pack_v_min", lo)
+        ladder = (
+            self.v_min_physical,
+            self.cell_v_min_fault,
+            self.cell_v_min_alarm,
+            self.cell_v_max_alarm,
+            self.cell_v_max_fault,
+            self.v_max_physical,
+        )
+        if any(b <= a for a, b in pairwise(ladder)):
+            raise ValueError(
+                "fault thresholds must nest: physical < min fault < min alarm, max alarm < max fault"
+                " < physical"
+            )
+        if any(b <= a for a, b in pairwise((*self.pack_v_min[::-1], *self.pack_v_max))):
+            raise ValueError(
+                "pack_v_min (warn > alarm > fault) must sit below pack_v_max (warn < alarm < fault)"
+            )
+        if any(b <= a for a, b in pairwise(self.imbalance_v)) or not self.imbalance_v[0] > 0.0:
+            raise ValueError("imbalance_v must be 0 < warning < alarm < fault")
         if not self.ocv_temps_c:
             object.__setattr__(self, "ocv_temps_c", (25.0,))
             object.__setattr__(self, "ocv_by_temp", (self.ocv_points,))
@@ -143,6 +190,11 @@ class ChemistryProfile:
                 raise ValueError(f"{name} must be > 0")
         if not 0.5 < self.coulomb_efficiency <= 1.0:
             raise ValueError("coulomb_efficiency must be within (0.5, 1]")
+
+
+def _fill(p: ChemistryProfile, name: str, value: float) -> None:
+    if math.isnan(getattr(p, name)):
+        object.__setattr__(p, name, value)
 
 
 # SOC grid shared by both tables: dense at the steep ends, 5 % steps on the plateau.
@@ -208,6 +260,12 @@ _PROFILES: dict[Chemistry, ChemistryProfile] = {
         cell_v_min_alarm=2.50,
         charge_voltage_cell_v=3.45,
         discharge_voltage_cell_v=2.90,
+        cell_v_max_fault=3.80,
+        cell_v_min_fault=2.00,
+        float_voltage_cell_v=3.375,
+        pack_v_max=(3.50, 3.55, 3.65),
+        pack_v_min=(2.85, 2.70, 2.50),
+        imbalance_v=(0.15, 0.40, 1.00),
         r1_ohm_ah=0.0388,
         tau1_s=38.7,
         hyst_gamma=194.0,
@@ -235,6 +293,12 @@ _PROFILES: dict[Chemistry, ChemistryProfile] = {
         cell_v_min_alarm=2.80,
         charge_voltage_cell_v=4.10,
         discharge_voltage_cell_v=3.20,
+        cell_v_max_fault=4.35,
+        cell_v_min_fault=2.50,
+        float_voltage_cell_v=4.00,
+        pack_v_max=(4.15, 4.20, 4.25),
+        pack_v_min=(3.15, 3.00, 2.80),
+        imbalance_v=(0.10, 0.25, 0.60),
         r1_ohm_ah=0.117,
         tau1_s=86.0,
         coulomb_efficiency=0.999,

@@ -25,18 +25,36 @@ Behaviour in one place (see the kernel for the details):
   is observable wherever the OCV has slope (the SOC drift it causes shows in the voltage) and at anchors;
   on a flat LFP plateau only via anchors.
   ``estimator="counting"`` keeps the anchors but skips the voltage updates.
-  Pack SOC = soc_min / (soc_min + 1 − soc_max); system SOC = capacity-weighted over online packs.
-* **Protection**: debounced Schmitt triggers per pack (trip after the condition held ``debounce_s``,
-  ``overcurrent_time_s`` for overcurrent; clear after the value held inside limit ∓ hysteresis for
-  ``debounce_s``). Overtemperature has a charge side (trips only while charging, |I| ≥ rest current,
-  zeroes CCL) and a discharge side (zeroes both). Overcurrent clears once |I| is back at or below the
-  rated maximum. BMS flag bits are debounced the same way. Packs that are offline keep their alarms frozen.
-* **Limits**: per pack, CCL/DCL = 0 on an alarm for that direction, otherwise the tightest of the configured
-  maximum and the trapezoids (cell voltage warn → alarm, temperature limit − margin → limit); system =
-  n_online × weakest pack. Increases are rate-limited to full scale per ``recovery_ramp_s`` (reason
-  RECOVERY while the ramp binds); decreases are immediate. CVL = charge V/cell × cells of the first online
-  pack, minus the summed excess over ``cell_v_max_warn`` of the worst pack, never below DVL; its increases
-  are rate-limited the same way. With no usable pack: CCL = DCL = 0 (COMM_LOST), CVL/DVL hold.
+  Pack SOC = soc_min / (soc_min + 1 − soc_max); system SOC = weighted by rated capacity over the packs in
+  service (the online ones while none is).
+* **Protection**, three tiers per quantity and pack (debounced Schmitt triggers: trip after the condition
+  held ``debounce_s``, clear after the value held inside limit ∓ hysteresis for ``debounce_s``): WARNING
+  (the trapezoids derate), ALARM (that direction's limit 0), FAULT (both 0 and the pack's
+  ``contactor_open_request``; latched until :meth:`Core.reset_latched`, :meth:`Core.latched` /
+  :meth:`Core.restore_latched` carry them over a restart). Quantities: highest/lowest cell, pack voltage as
+  its mean cell, temperature for charge (trips only while charging, |I| ≥ rest current) and discharge,
+  the cold-charge lockout, charge/discharge overcurrent (warning above the rated current; alarm on the
+  time-current curve ∫((I/rated)² − 1) dt ≥ (overcurrent_factor² − 1) × overcurrent_time_s; fault at
+  overcurrent_fault_factor for overcurrent_fault_time_s), cell spread, non-finite readings (warning at
+  once, alarm after the debounce, fault after sensor_fault_time_s). BMS flag bits are debounced alarms (the
+  BMS's own fault bit a non-latched FAULT). Thermal runaway per pack, from a per-sensor dT/dt filtered over
+  2 s (steps faster than 2 °C/s count as 2 °C/s) and the largest step between neighbouring sensors:
+  warning, derate (CCL 0, DCL halved), pack isolation (≥ tr_rate_confirm_c_s for more than tr_confirm_s,
+  latched) and, with the lowest cell below 75 % of the mean cell or a sensor at discharge_temp_max_c
+  (GB 38031), system shutdown: every pack's contactor-open request and every limit 0, latched. Packs that
+  are offline keep their alarms frozen.
+* **Limits**: per pack, CCL/DCL = 0 on an alarm for that direction, otherwise the rated current times the
+  tightest trapezoid (SOF): cell voltage warn → alarm, pack voltage warn → alarm, temperature limit −
+  margin → limit, SOC (CCL from soc_charge_derate_start to soc_derate_floor at 100 %, DCL likewise towards
+  0 %), for CCL the cell spread warn → alarm, for DCL the thermal derate; each limit names its reason. The
+  packs combine in the kernel's ``_system``. Increases are rate-limited to full scale per
+  ``recovery_ramp_s`` (reason RECOVERY while the ramp binds); decreases are immediate.
+* **Charge voltage**: bulk → absorption (a pack's mean cell within ``full_voltage_margin_v`` of the charge
+  voltage) → float (tail current for ``full_hold_s`` or ``absorption_time_max_s`` at the voltage) → bulk
+  (system SOC below ``rebulk_soc`` or a cell spread of ``rebulk_spread_v``); ``Limits.charge_stage``
+  reports it. CVL = the stage's voltage × cells of the first online pack, minus the worst pack's summed
+  excess over the cell target (the stage voltage + cell_v_max_warn − charge voltage), never below DVL
+  (never 0), rate-limited like the currents. With no usable pack: CCL = DCL = 0 (COMM_LOST), CVL/DVL hold.
 
 Contract: samples are already plausibility-checked by the caller (finite values, right cell/sensor counts;
 the count is re-checked here, NaN is not). A pack whose sample is the same object as last step and has no
@@ -46,25 +64,28 @@ approximation.
 
 from __future__ import annotations
 
+import itertools
 import math
 from array import array
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
 from types import ModuleType
 from typing import Any
 
 import numpy as np
 
-from bmsgw.core import _kernel
+from bmsgw.core import _health, _kernel
 from bmsgw.core.chemistry import ChemistryProfile, profile, resistance_scale
 from bmsgw.model import (
     F64,
     Alarm,
     AlarmCode,
     AlarmLevel,
+    ChargeStage,
     Chemistry,
     Limit,
     Limits,
+    PackHealth,
     PackSample,
     Reason,
 )
@@ -132,6 +153,37 @@ class CoreParams:
     full_hold_s: float = 60.0  # … for this long
     empty_voltage_cell_v: float = math.nan  # empty when the lowest cell is at or below this; NaN: min alarm
     ocv_profile: ChemistryProfile | None = None  # replaces the built-in profile (e.g. profile_from_csv)
+    # protection tiers (see the module docstring); NaN = the chemistry profile's value
+    cell_v_max_fault: float = math.nan
+    cell_v_min_fault: float = math.nan
+    pack_v_max_warn: float = math.nan  # pack voltage / cells
+    pack_v_max_alarm: float = math.nan
+    pack_v_max_fault: float = math.nan
+    pack_v_min_warn: float = math.nan
+    pack_v_min_alarm: float = math.nan
+    pack_v_min_fault: float = math.nan
+    temp_fault_margin_c: float = 10.0  # temperature fault = the direction's limit ± this
+    overcurrent_fault_factor: float = 2.0  # |I| ≥ this × the maximum for overcurrent_fault_time_s: fault
+    overcurrent_fault_time_s: float = 0.2
+    imbalance_warn_v: float = math.nan  # cell spread (max − min)
+    imbalance_alarm_v: float = math.nan
+    imbalance_fault_v: float = math.nan
+    sensor_fault_time_s: float = 10.0  # a non-finite reading this long is a fault
+    # derating over SOC: CCL from 1 at this pack SOC to soc_derate_floor at 1; DCL likewise towards 0
+    soc_charge_derate_start: float = 0.90
+    soc_discharge_derate_start: float = 0.10
+    soc_derate_floor: float = 0.10
+    # charge-voltage stages
+    float_voltage_cell_v: float = math.nan
+    absorption_time_max_s: float = 3600.0
+    rebulk_soc: float = 0.85  # float → bulk when the system SOC falls below this …
+    rebulk_spread_v: float = 0.08  # … or the cell spread of a pack reaches this
+    # thermal-runaway staging (filtered dT/dt per sensor, neighbour ΔT)
+    tr_rate_warn_c_s: float = 0.3
+    tr_rate_alarm_c_s: float = 0.6
+    tr_rate_confirm_c_s: float = 1.0  # GB 38031: ≥ 1 °C/s …
+    tr_confirm_s: float = 3.0  # … for more than 3 s
+    tr_delta_warn_c: float = 15.0
 
     def __post_init__(self) -> None:
         chem = Chemistry(self.chemistry)
@@ -140,9 +192,11 @@ class CoreParams:
         object.__setattr__(self, "cells", tuple(int(n) for n in self.cells))
         object.__setattr__(self, "sensors", tuple(int(n) for n in self.sensors))
         object.__setattr__(self, "capacity_ah", tuple(float(q) for q in self.capacity_ah))
-        for name in ("charge_voltage_cell_v", "discharge_voltage_cell_v"):
+        for name, value in _profile_defaults(
+            prof, self.charge_voltage_cell_v, self.discharge_voltage_cell_v
+        ).items():
             if math.isnan(getattr(self, name)):
-                object.__setattr__(self, name, float(getattr(prof, name)))
+                object.__setattr__(self, name, value)
         if math.isnan(self.empty_voltage_cell_v):
             object.__setattr__(self, "empty_voltage_cell_v", float(self.cell_v_min_alarm))
         self._validate()
@@ -223,6 +277,61 @@ class CoreParams:
             raise bad("empty_voltage_cell_v", "need 0 < empty_voltage_cell_v < cell_v_max_warn")
         if self.ocv_profile is not None and self.ocv_profile.chemistry is not self.chemistry:
             raise bad("ocv_profile", f"is a {self.ocv_profile.chemistry} profile for a {self.chemistry} core")
+        self._validate_protection(bad)
+
+    def _validate_protection(self, bad: Callable[[str, str], ValueError]) -> None:
+        if not 0.0 < self.cell_v_min_fault < self.cell_v_min_alarm:
+            raise bad("cell_v_min_fault", "need 0 < cell_v_min_fault < cell_v_min_alarm")
+        if not self.cell_v_max_fault > self.cell_v_max_alarm:
+            raise bad("cell_v_max_fault", "need cell_v_max_fault > cell_v_max_alarm")
+        pack = (
+            self.pack_v_min_fault,
+            self.pack_v_min_alarm,
+            self.pack_v_min_warn,
+            self.pack_v_max_warn,
+            self.pack_v_max_alarm,
+            self.pack_v_max_fault,
+        )
+        if not pack[0] > 0.0 or any(b <= a for a, b in itertools.pairwise(pack)):
+            raise bad(
+                "pack_v_max_warn",
+                "need 0 < pack_v_min_fault < pack_v_min_alarm < pack_v_min_warn < pack_v_max_warn "
+                "< pack_v_max_alarm < pack_v_max_fault",
+            )
+        if not 0.0 < self.imbalance_warn_v < self.imbalance_alarm_v < self.imbalance_fault_v:
+            raise bad("imbalance_warn_v", "need 0 < imbalance_warn_v < imbalance_alarm_v < imbalance_fault_v")
+        if not self.overcurrent_fault_factor > self.overcurrent_factor:
+            raise bad("overcurrent_fault_factor", "must be above overcurrent_factor")
+        if not 0.0 <= self.soc_discharge_derate_start < self.soc_charge_derate_start <= 1.0:
+            raise bad(
+                "soc_charge_derate_start",
+                "need 0 <= soc_discharge_derate_start < soc_charge_derate_start <= 1",
+            )
+        if not 0.0 <= self.soc_derate_floor <= 1.0:
+            raise bad("soc_derate_floor", "must be within 0..1")
+        if not self.discharge_voltage_cell_v < self.float_voltage_cell_v <= self.charge_voltage_cell_v:
+            raise bad(
+                "float_voltage_cell_v",
+                "need discharge_voltage_cell_v < float_voltage_cell_v <= charge_voltage_cell_v",
+            )
+        if not 0.0 <= self.rebulk_soc <= 1.0:
+            raise bad("rebulk_soc", "must be within 0..1")
+        if not 0.0 < self.tr_rate_warn_c_s < self.tr_rate_alarm_c_s < self.tr_rate_confirm_c_s:
+            raise bad(
+                "tr_rate_warn_c_s", "need 0 < tr_rate_warn_c_s < tr_rate_alarm_c_s < tr_rate_confirm_c_s"
+            )
+        for name in (
+            "temp_fault_margin_c",
+            "overcurrent_fault_time_s",
+            "sensor_fault_time_s",
+            "absorption_time_max_s",
+            "rebulk_spread_v",
+            "tr_confirm_s",
+        ):
+            if getattr(self, name) < 0.0:
+                raise bad(name, "must be >= 0")
+        if not self.tr_delta_warn_c > 0.0:
+            raise bad("tr_delta_warn_c", "must be > 0")
 
     @classmethod
     def defaults(
@@ -262,6 +371,7 @@ class PackOutput:
     last_anchor: str = ""  # kind of the newest anchor: "rest", "full" or "empty"
     last_anchor_t: float = math.nan
     first_anchor_t: float = math.nan  # first anchor, or the first time soc_std fell below 2 %
+    health: PackHealth | None = None  # capacity, R0, cycles, drift per cell (bmsgw.core._health)
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -273,9 +383,36 @@ class CoreOutput:
     soh: float
     limits: Limits
     alarms: tuple[Alarm, ...]
+    ccl_pack: int | None = None  # pack whose limit over its current share bound CCL (None: none did)
+    dcl_pack: int | None = None
 
 
 _REASONS: tuple[Reason, ...] = tuple(Reason(r) for r in _kernel.REASONS)
+_STAGES: tuple[ChargeStage, ...] = tuple(ChargeStage(x) for x in _kernel.CHARGE_STAGES)
+
+
+def _profile_defaults(prof: ChemistryProfile, charge_v: float, discharge_v: float) -> dict[str, float]:
+    """CoreParams fields whose NaN default comes from the chemistry profile. The derived defaults follow a
+    configured charge/discharge voltage (NaN: the profile's): float never above the charge voltage, and the
+    pack-voltage tiers at least 50/100/150 mV per cell outside the CVL…DVL window."""
+    if math.isnan(charge_v):
+        charge_v = prof.charge_voltage_cell_v
+    if math.isnan(discharge_v):
+        discharge_v = prof.discharge_voltage_cell_v
+    out = {
+        "charge_voltage_cell_v": charge_v,
+        "discharge_voltage_cell_v": discharge_v,
+        "cell_v_max_fault": prof.cell_v_max_fault,
+        "cell_v_min_fault": prof.cell_v_min_fault,
+        "float_voltage_cell_v": min(prof.float_voltage_cell_v, charge_v),
+    }
+    for k, tier in enumerate(("warn", "alarm", "fault")):
+        out[f"pack_v_max_{tier}"] = max(prof.pack_v_max[k], charge_v + 0.05 * (k + 1))
+        out[f"pack_v_min_{tier}"] = min(prof.pack_v_min[k], discharge_v - 0.05 * (k + 1))
+        out[f"imbalance_{tier}_v"] = prof.imbalance_v[k]
+    return {name: round(float(x), 9) for name, x in out.items()}
+
+
 # the profile's cell model as the kernel reads it
 _MODEL_FIELDS = (
     "r0_ohm_ah",
@@ -291,6 +428,16 @@ _MODEL_FIELDS = (
 _ANCHORS: tuple[str, ...] = _kernel.ANCHOR_KINDS
 _RS_TEMPS: tuple[float, ...] = tuple(float(x) for x in range(-40, 86))  # R(T) sampled every 1 °C
 _CODES: tuple[AlarmCode, ...] = tuple(AlarmCode(c) for c in _kernel.ALARM_CODES)
+
+
+_HIST = 10  # DoD histogram bins (PackHealth.dod_histogram)
+
+
+def _frozen(buf: Any, a: int, b: int, scale: float = 1.0) -> F64:
+    """A read-only float64 copy of buf[a:b] × scale."""
+    out: F64 = np.asarray(buf)[a:b] * scale
+    out.flags.writeable = False
+    return out
 
 
 def _f64_buffer(values: Sequence[float]) -> memoryview[float]:
@@ -309,6 +456,11 @@ class Core:
         "_contactor",
         "_est_f",
         "_est_i",
+        "_h",
+        "_h_fast",
+        "_h_ver",
+        "_health_at",
+        "_health_out",
         "_k",
         "_last",
         "_lat_on",
@@ -330,11 +482,13 @@ class Core:
         *,
         initial_cell_soc: Sequence[Sequence[float]] | None = None,
         kernel_module: ModuleType | None = None,
+        health_module: ModuleType | None = None,
     ) -> None:
         """`initial_soc`: one SOC (0..1) per pack, or None to start each cell from its OCV on the first
         sample. `initial_cell_soc` (needs `initial_soc`): per pack, its cells' SOC, e.g. restored after a
         restart; `initial_soc` is then the pack SOC reported until the first sample. `kernel_module` swaps
-        the kernel implementation (parity tests and benchmarks only)."""
+        the kernel implementation and `health_module` the health module's (parity tests and benchmarks
+        only)."""
         self.params = params
         n = len(params.cells)
         init: memoryview[float] | None = None
@@ -373,6 +527,19 @@ class Core:
             initial_cell_soc=_f64_buffer([x for row in cells for x in row]) if cells is not None else None,
         )
         k = self._k
+        hm = health_module if health_module is not None else _health
+        self._h: _health.Health = hm.Health(
+            k,
+            r0_rated=_f64_buffer([prof.r0_ohm_ah / q for q in params.capacity_ah]),
+            kinds=(_ANCHORS.index("rest"), _ANCHORS.index("full"), _ANCHORS.index("empty")),
+        )
+        self._health_out: list[PackHealth | None] = [None] * n
+        # what _pack_health checks every fresh step, as Python memoryviews (cheap scalar reads)
+        self._h_ver: memoryview[int] = memoryview(self._h.ver).cast("B").cast("i")
+        self._h_fast: tuple[memoryview[float], ...] = tuple(
+            memoryview(b).cast("B").cast("d") for b in (self._h.thr, self._h.t_now)
+        )
+        self._health_at: list[tuple[int, float, float]] = [(-1, 0.0, 0.0)] * n
         self._n = n
         self._offs = tuple(int(x) for x in np.asarray(k.cell_off))
         self._soffs = tuple(int(x) for x in np.asarray(k.sens_off))
@@ -432,11 +599,11 @@ class Core:
                 last[i] = s
             k.set_pack(i, 1, s.t, s.current, int(s.flags), 1 if fresh else 0)
         k.step(t)
+        self._h.step()
 
         soc_pack = self._soc_pack
         mask = self._mask
         contactor = self._contactor
-        limit_cells = k.mask_cells
         est_x, est_p, est_cap, est_r0, est_at, est_first = self._est_f
         est_n, est_kind = self._est_i
         packs: list[PackOutput] = []
@@ -448,17 +615,17 @@ class Core:
                 continue
             a = offs[i]
             b = offs[i + 1]
-            if b - a <= limit_cells:
-                m = mask[i]
-            else:
+            m = mask[i]
+            if m < 0:  # a string longer than the kernel's int64 mask, with cells bleeding
                 m = int.from_bytes(np.packbits(self._bal[a:b] != 0, bitorder="little").tobytes(), "little")
             cell_soc = self._soc[a:b].copy()
             cell_soc.flags.writeable = False  # shared by every output until the pack changes
             var = est_p[25 * i]
+            health = self._pack_health(i)
             po = PackOutput(
-                soc_pack[i], 1.0, cell_soc, m, contactor[i] != 0,
+                soc_pack[i], health.soh, cell_soc, m, contactor[i] != 0,
                 math.sqrt(var) if var > 0.0 else 0.0, est_cap[i], est_r0[i], est_x[5 * i + 3],
-                est_n[i], _ANCHORS[est_kind[i]], est_at[i], est_first[i],
+                est_n[i], _ANCHORS[est_kind[i]], est_at[i], est_first[i], health,
             )  # fmt: skip
             pack_out[i] = po
             packs.append(po)
@@ -477,8 +644,137 @@ class Core:
             Limit(k.dvl, r[k.dvl_reason]),
             ccl > 0.0,
             dcl > 0.0,
+            charge_stage=_STAGES[k.stage],
         )
-        return CoreOutput(tuple(packs), k.soc_sys, 1.0, limits, self._alarms)
+        caps = self.params.capacity_ah
+        soh = sum(po.soh * q for po, q in zip(packs, caps, strict=True)) / sum(caps)
+        return CoreOutput(
+            tuple(packs), k.soc_sys, soh, limits, self._alarms,
+            k.ccl_pack if k.ccl_pack >= 0 else None, k.dcl_pack if k.dcl_pack >= 0 else None,
+        )  # fmt: skip
+
+    def set_share(self, pack: int, share: float, admit: float) -> None:
+        """For the next steps: `pack`'s assumed share of the system current (> 0, any scale: normalised over
+        the packs that count) and its admission (0 held out, 1 in service, between: ramping in). Default
+        1, 1: equal shares, every online pack in service (system limit = n × the weakest pack)."""
+        if not (share > 0.0 and math.isfinite(share) and 0.0 <= admit <= 1.0):
+            raise ValueError(f"pack {pack}: share must be > 0 and admit in 0..1, got {share!r}, {admit!r}")
+        self._k.set_share(pack, float(share), float(admit))
+
+    def _pack_health(self, i: int) -> PackHealth:
+        """Pack i's health, rebuilt when an estimate changed, the throughput moved 0.001 cycles or a
+        minute passed (calendar time)."""
+        h = self._h
+        ver = self._h_ver[i]
+        thr = self._h_fast[0][i]
+        now = self._h_fast[1][i]
+        out = self._health_out[i]
+        at = self._health_at[i]
+        rated = self.params.capacity_ah[i]
+        if out is not None and at[0] == ver and thr - at[1] < 0.002 * rated and now - at[2] < 60.0:
+            return out
+        a = self._offs[i]
+        b = self._offs[i + 1]
+        days = float(h.cal_days[i])
+        if h.seen[i] != 0:
+            days += (now - float(h.t0[i])) / 86400.0
+        out = PackHealth(
+            soh=float(h.soh[i]),
+            soh_capacity=float(h.soh_cap[i]),
+            soh_resistance=float(h.soh_res[i]),
+            capacity_ah=float(h.cap_p[i]),
+            cell_capacity_ah=_frozen(h.cap, a, b),
+            r0_ohm=float(h.r0_p[i]),
+            cell_r0_ohm=_frozen(h.r0, a, b),
+            equivalent_full_cycles=thr / (2.0 * rated),
+            dod_histogram=tuple(int(x) for x in np.asarray(h.hist)[i * _HIST : (i + 1) * _HIST]),
+            calendar_days=days,
+            cell_self_discharge_pct_day=_frozen(h.sd, a, b, 100.0),
+        )
+        self._health_out[i] = out
+        self._health_at[i] = (ver, thr, now)
+        return out
+
+    def export_health(self) -> list[dict[str, Any]]:
+        """Per pack, the health filters' state to persist (JSON-able, NaN as None): see restore_health."""
+        h = self._h
+        out: list[dict[str, Any]] = []
+        for i in range(self._n):
+            a = self._offs[i]
+            b = self._offs[i + 1]
+            health = self._pack_health(i)
+            d: dict[str, Any] = {
+                "throughput_ah": float(h.thr[i]),
+                "calendar_days": health.calendar_days,
+                "dod_histogram": list(health.dod_histogram),
+            }
+            for name in _health.CELL_STATE:
+                d[name] = [None if math.isnan(x) else float(x) for x in np.asarray(getattr(h, name))[a:b]]
+            out.append(d)
+        return out
+
+    def restore_health(self, saved: Sequence[dict[str, Any] | None]) -> None:
+        """Restore what :meth:`export_health` saved, one entry per pack (None: that pack starts as new).
+        ValueError naming the packs whose entry does not fit; those start as new, the others are restored."""
+        h = self._h
+        bad: list[str] = []
+        for i, d in enumerate(saved[: self._n]):
+            h.reset(i)
+            self._health_out[i] = None
+            self._pack_out[i] = None
+            if d is None:
+                continue
+            a = self._offs[i]
+            b = self._offs[i + 1]
+            try:
+                rows = {
+                    name: np.asarray([math.nan if x is None else x for x in d[name]], dtype=np.float64)
+                    for name in _health.CELL_STATE
+                }
+                hist = np.asarray(d["dod_histogram"], dtype=np.int32)
+                if any(len(r) != b - a for r in rows.values()) or hist.shape != (_HIST,) or hist.min() < 0:
+                    raise ValueError("wrong number of cells or histogram bins")
+                for name, r in rows.items():
+                    np.asarray(getattr(h, name))[a:b] = r
+                np.asarray(h.hist)[i * _HIST : (i + 1) * _HIST] = hist
+                np.asarray(h.thr)[i] = float(d["throughput_ah"])
+                np.asarray(h.cal_days)[i] = float(d["calendar_days"])
+            except (KeyError, TypeError, ValueError) as exc:
+                h.reset(i)
+                bad.append(f"pack {i}: {exc}")
+            h.summarise(i)
+        if bad:
+            raise ValueError("saved health state does not fit: " + "; ".join(bad))
+
+    def reset_latched(self, pack: int | None = None) -> int:
+        """Clear the latched (tier 3) faults of `pack` (None: every pack); returns how many were latched.
+
+        A fault whose condition still holds trips again after its delay; limits are rebuilt at the next step.
+        """
+        if pack is not None and not 0 <= pack < self._n:
+            raise ValueError(f"pack {pack} is not configured (0..{self._n - 1})")
+        return int(self._k.reset_latched(-1 if pack is None else pack))
+
+    def latched(self) -> tuple[tuple[int, str, float], ...]:
+        """The latched faults now on, as (pack, latch key, since): what survives a restart."""
+        keys = _kernel.LATCH_KEYS
+        nl = len(keys)
+        on = self._lat_on
+        return tuple(
+            (p, keys[k], float(self._lat_since[p * nl + k]))
+            for p in range(self._n)
+            for k in range(nl)
+            if _kernel.LATCHES[k][7] and on[p * nl + k]
+        )
+
+    def restore_latched(self, items: Sequence[tuple[int, str, float]]) -> None:
+        """Latch again what :meth:`latched` returned before a restart; unknown keys or packs are ignored
+        (the configuration may have changed), so a stale state file never raises here."""
+        index = {key: k for k, key in enumerate(_kernel.LATCH_KEYS) if _kernel.LATCHES[k][7]}
+        for pack, key, since in items:
+            k = index.get(key)
+            if k is not None and 0 <= pack < self._n:
+                self._k.set_latched(pack, k, float(since))
 
     def _build_alarms(self) -> tuple[Alarm, ...]:
         k = self._k
@@ -491,20 +787,34 @@ class Core:
         nl = len(table)
         on = self._lat_on
         since = self._lat_since
+        confirmed = _kernel.LATCH_KEYS.index("thermal_confirmed")
         for p in range(self._n):
-            # per code: (level, since, detail) of the highest active level, earliest trip among equals
-            best: dict[int, tuple[int, float, str]] = {}
+            # per code, the highest active level: since its earliest trip, the detail of its latest (the
+            # later stage of a thermal runaway, or the BMS's own report of a condition seen here first)
+            best: dict[int, tuple[int, float, str, float]] = {}
             for j in range(nl):
                 if on[p * nl + j] == 0:
                     continue
-                code, level, _zc, _zd, _reason, detail, _flag = table[j]
+                code, level, _zc, _zd, _reason, detail, _flag, _keep = table[j]
                 s = since[p * nl + j]
                 cur = best.get(code)
-                if cur is None or level > cur[0] or (level == cur[0] and s < cur[1]):
-                    best[code] = (level, s, detail)
+                if cur is None or level > cur[0]:
+                    best[code] = (level, s, detail, s)
+                elif level == cur[0]:
+                    best[code] = (level, min(s, cur[1]), detail if s >= cur[3] else cur[2], max(s, cur[3]))
             for code in sorted(best):
-                level, s, detail = best[code]
+                level, s, detail, _last = best[code]
                 out.append(Alarm(_CODES[code], AlarmLevel(level), s, p, detail))
+            if on[p * nl + confirmed]:
+                out.append(
+                    Alarm(
+                        AlarmCode.THERMAL_RUNAWAY,
+                        AlarmLevel.FAULT,
+                        since[p * nl + confirmed],
+                        None,
+                        f"thermal runaway confirmed in pack {p} (GB 38031): system shutdown, latched",
+                    )
+                )
         return tuple(out)
 
     def debug_state(self) -> dict[str, Any]:
@@ -559,6 +869,17 @@ class Core:
             "lat_on",
             "lat_since",
             "lat_pend",
+            "vmean",
+            "oc_acc",
+            "oc_t",
+            "oc_i",
+            "th_t",
+            "th_prev",
+            "th_rate",
+            "tr_rate",
+            "tr_delta_p",
+            "share",
+            "admit",
         ):
             out[name] = np.array(getattr(k, name), copy=True)
         for name in (
@@ -572,11 +893,19 @@ class Core:
             "cvl_reason",
             "dvl_reason",
             "n_online",
+            "n_admit",
+            "ccl_pack",
+            "dcl_pack",
             "have_data",
             "comm_lost",
             "comm_lost_since",
             "alarm_version",
             "t_prev",
+            "stage",
+            "stage_since",
+            "abs_time",
+            "tail_since",
+            "shutdown",
         ):
             out[name] = getattr(k, name)
         return out

@@ -21,6 +21,7 @@ from typing import Any, Final, NamedTuple
 import cantools
 
 from bmsgw import __version__
+from bmsgw.inverter.scaling import round_clamp
 from bmsgw.model import AlarmCode, AlarmLevel, Frame, GatewayState, Limits
 
 __all__ = [
@@ -75,6 +76,7 @@ ALARM_PAIRS: Final[dict[AlarmCode, tuple[str, ...]]] = {
     AlarmCode.CELL_UNDERVOLTAGE: ("LowVoltage",),
     AlarmCode.PACK_UNDERVOLTAGE: ("LowVoltage",),
     AlarmCode.OVERTEMPERATURE: ("HighTemperature",),
+    AlarmCode.THERMAL_RUNAWAY: ("HighTemperature",),
     AlarmCode.UNDERTEMPERATURE: ("LowTemperature",),
     AlarmCode.CHARGE_UNDERTEMPERATURE: ("LowTemperatureCharge",),
     AlarmCode.DISCHARGE_OVERCURRENT: ("HighCurrent",),
@@ -268,13 +270,9 @@ def _field(sig: Any) -> _Field:
 
 def _to_raw(value: float | None, f: _Field) -> int:
     x = math.nan if value is None else (float(value) - f.offset) / f.scale
-    if math.isnan(x):
-        return f.invalid if f.invalid is not None else min(max(0, f.lo), f.hi)
-    if x >= f.hi:
-        return f.hi
-    if x <= f.lo:
-        return f.lo
-    return math.floor(x + 0.5) if x >= 0 else -math.floor(0.5 - x)
+    if math.isnan(x) and f.invalid is not None:
+        return f.invalid
+    return round_clamp(x, f.lo, f.hi)
 
 
 _PAIRS_ALL: Final = tuple(

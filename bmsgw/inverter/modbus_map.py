@@ -98,6 +98,8 @@ STATUS: Final = (
     Reg(28, "packs", "u16", 0, "", "packs configured (blocks at 100 + 20·i)"),
     Reg(29, "packs_online", "u16", 0, "", "packs in use"),
     Reg(30, "control_remaining", "u16", 0, "s", "seconds until EMS commands expire (0: none in force)"),
+    Reg(31, "time_to_empty", "u16", 0, "min", "forecast time to the reserve SOC; 65534: beyond the horizon"),
+    Reg(32, "time_to_full", "u16", 0, "min", "forecast time to full; 65534: beyond the horizon"),
 )
 """Status block at STATUS_BASE (read-only)."""
 
@@ -153,6 +155,11 @@ REASON_CODES: Final[dict[Reason, int]] = {
     Reason.RECOVERY: 16,
     Reason.PACK_VOLTAGE: 17,
     Reason.EMS: 18,
+    Reason.RESERVE: 19,
+    Reason.SCHEDULE: 20,
+    Reason.CELL_IMBALANCE: 21,
+    Reason.SENSOR_FAULT: 22,
+    Reason.THERMAL_RUNAWAY: 23,
 }
 """Stable numbers of the limit reasons (a reason added later gets the next number)."""
 
@@ -170,6 +177,9 @@ ALARM_BITS: Final[dict[AlarmCode, int]] = {
     AlarmCode.PACK_UNDERVOLTAGE: 10,
     AlarmCode.CELL_IMBALANCE: 11,
     AlarmCode.BMS_FAULT: 12,
+    AlarmCode.PACK_ISOLATED: 13,
+    AlarmCode.HISTORY_DEGRADED: 14,
+    AlarmCode.THERMAL_RUNAWAY: 15,
 }
 """Bit of each alarm code in the `alarms` registers (also SunSpec EvtVnd1)."""
 
@@ -268,6 +278,8 @@ def encode_status(state: GatewayState, cmd: Command, remaining_s: float, writes:
         "packs_online": state.modules_online,
         "control_remaining": math.ceil(remaining_s),
     }
+    if (fc := state.forecast) is not None:
+        values |= {"time_to_empty": fc.time_to_empty_s / 60.0, "time_to_full": fc.time_to_full_s / 60.0}
     return _serialize(STATUS, values)
 
 

@@ -85,6 +85,7 @@ _ALARM_BITS: Final[dict[AlarmCode, tuple[str, str]]] = {
     AlarmCode.CELL_UNDERVOLTAGE: ("ProtCellUnderVoltage", "AlarmCellLowVoltage"),
     AlarmCode.PACK_UNDERVOLTAGE: ("ProtCellUnderVoltage", "AlarmCellLowVoltage"),
     AlarmCode.OVERTEMPERATURE: ("ProtCellOverTemperature", "AlarmCellHighTemperature"),
+    AlarmCode.THERMAL_RUNAWAY: ("ProtCellOverTemperature", "AlarmCellHighTemperature"),
     AlarmCode.UNDERTEMPERATURE: ("ProtCellUnderTemperature", "AlarmCellLowTemperature"),
     AlarmCode.CHARGE_UNDERTEMPERATURE: ("ProtCellUnderTemperature", "AlarmCellLowTemperature"),
     AlarmCode.DISCHARGE_OVERCURRENT: ("ProtDischargeOverCurrent", "AlarmDischargeHighCurrent"),

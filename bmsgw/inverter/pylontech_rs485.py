@@ -32,6 +32,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import ClassVar, Final, Generic, NamedTuple, TypeAlias, TypeVar
 
+from bmsgw.inverter.scaling import round_clamp
 from bmsgw.model import AlarmCode, AlarmLevel, BmsFlags, GatewayState, Limits, PackStatus, PackView
 
 __all__ = [
@@ -687,14 +688,7 @@ _MODULE_COMMANDS: Final = frozenset(
 
 def _raw(value: float, scale: float, lo: int, hi: int) -> int:
     """value/scale rounded half away from zero and clamped to [lo, hi]; NaN → 0 (clamped)."""
-    x = float(value) / scale
-    if math.isnan(x):
-        return min(max(0, lo), hi)
-    if x >= hi:
-        return hi
-    if x <= lo:
-        return lo
-    return math.floor(x + 0.5) if x >= 0 else -math.floor(0.5 - x)
+    return round_clamp(float(value) / scale, lo, hi)
 
 
 def _u8(value: float) -> int:
@@ -845,6 +839,7 @@ def _no_values(info: ModuleInfo) -> ModuleValues:
 _CELL_ALARMS: Final = {AlarmCode.CELL_OVERVOLTAGE: ALARM_HIGH, AlarmCode.CELL_UNDERVOLTAGE: ALARM_LOW}
 _TEMP_ALARMS: Final = {
     AlarmCode.OVERTEMPERATURE: ALARM_HIGH,
+    AlarmCode.THERMAL_RUNAWAY: ALARM_HIGH,
     AlarmCode.UNDERTEMPERATURE: ALARM_LOW,
     AlarmCode.CHARGE_UNDERTEMPERATURE: ALARM_LOW,
 }
@@ -855,6 +850,7 @@ _STATUS1: Final = {
     AlarmCode.CHARGE_OVERCURRENT: Status1.CHARGE_OVERCURRENT,
     AlarmCode.DISCHARGE_OVERCURRENT: Status1.DISCHARGE_OVERCURRENT,
     AlarmCode.OVERTEMPERATURE: Status1.CHARGE_OVERTEMPERATURE | Status1.DISCHARGE_OVERTEMPERATURE,
+    AlarmCode.THERMAL_RUNAWAY: Status1.CHARGE_OVERTEMPERATURE | Status1.DISCHARGE_OVERTEMPERATURE,
     AlarmCode.PACK_UNDERVOLTAGE: Status1.MODULE_UNDERVOLTAGE,
 }
 
@@ -966,7 +962,7 @@ def _module(cmd: Command, state: GatewayState, stack: StackInfo, pack: int, addr
     if cmd is Command.SYSTEM_PARAMETERS:
         return encode_system_parameters(_parameters(stack.thresholds, info.cells))
     if cmd is Command.MANAGEMENT:
-        online = view is not None and view.status is PackStatus.ONLINE
+        online = view is not None and view.in_service  # a held-out or isolated module: no current
         return encode_management(_management(state.limits, state.modules_online, online), address)
     if cmd is Command.SERIAL_NUMBER:
         return bytes((address,)) + _ascii(info.serial, 16, b" ")
@@ -1067,6 +1063,7 @@ _SYS_ALARM_BITS: Final[dict[AlarmCode, tuple[tuple[int, int], tuple[int, int]]]]
     AlarmCode.CELL_OVERVOLTAGE: ((0, 5), (2, 5)),
     AlarmCode.CELL_UNDERVOLTAGE: ((0, 4), (2, 4)),
     AlarmCode.OVERTEMPERATURE: ((0, 3), (2, 3)),
+    AlarmCode.THERMAL_RUNAWAY: ((0, 3), (2, 3)),
     AlarmCode.UNDERTEMPERATURE: ((0, 2), (2, 2)),
     AlarmCode.CHARGE_UNDERTEMPERATURE: ((0, 2), (2, 2)),
     AlarmCode.CELL_IMBALANCE: ((0, 0), (0, 0)),

@@ -10,6 +10,8 @@ import math
 from collections.abc import Iterable
 from typing import Final, Literal
 
+from bmsgw.inverter.scaling import round_clamp
+
 __all__ = ["NOT_IMPLEMENTED", "Kind", "ModbusError", "bits", "encode", "encode_string"]
 
 Kind = Literal["u16", "s16", "u32", "s32", "b16", "b32"]
@@ -56,11 +58,7 @@ def encode(value: float | None, kind: Kind, exponent: int = 0) -> list[int]:
     elif kind in ("b16", "b32"):
         raw = int(value) & hi if math.isfinite(value) else NOT_IMPLEMENTED[kind]
     else:
-        x = value / 10.0**exponent
-        if math.isinf(x):
-            raw = hi if x > 0 else lo
-        else:
-            raw = min(hi, max(lo, int(math.copysign(math.floor(abs(x) + 0.5), x))))
+        raw = round_clamp(value / 10.0**exponent, lo, hi)
     if kind in ("u32", "s32", "b32"):
         raw &= 0xFFFF_FFFF
         return [raw >> 16, raw & 0xFFFF]

@@ -201,6 +201,7 @@ EVT1_COMMUNICATION_ERROR: Final = 0
 _EVT1: Final[dict[AlarmCode, tuple[int, int]]] = {
     AlarmCode.COMM_LOST: (0, 0),  # COMMUNICATION_ERROR
     AlarmCode.OVERTEMPERATURE: (1, 2),  # OVER_TEMP_ALARM / _WARNING
+    AlarmCode.THERMAL_RUNAWAY: (1, 2),
     AlarmCode.UNDERTEMPERATURE: (3, 4),  # UNDER_TEMP_ALARM / _WARNING
     AlarmCode.CHARGE_UNDERTEMPERATURE: (3, 4),
     AlarmCode.CHARGE_OVERCURRENT: (5, 6),  # OVER_CHARGE_CURRENT_ALARM / _WARNING
@@ -437,7 +438,7 @@ def _string(state: GatewayState, view: PackView, st: PackStats | None) -> Values
     out: Values = {
         "Idx": view.pack + 1,
         "NMod": 1,
-        "St": (1 if view.status is PackStatus.ONLINE else 0) | (2 if closed else 0),  # ENABLED, CONTACTOR
+        "St": (1 if view.in_service else 0) | (2 if closed else 0),  # ENABLED (not held out), CONTACTOR
         "NCellBal": view.balance_mask.bit_count(),
         "SoC": view.soc * 100.0,
         "DoD": (1.0 - view.soc) * 100.0,

@@ -42,7 +42,7 @@ from bmsgw.inverter._can_common import (
     decode_keepalive,
     load_dbc,
 )
-from bmsgw.model import AlarmCode, AlarmLevel, CellRef, Frame, GatewayState, Limits, PackStatus
+from bmsgw.model import AlarmCode, AlarmLevel, CellRef, Frame, GatewayState, Limits
 
 __all__ = [
     "FRAME_IDS",
@@ -147,7 +147,7 @@ def _modules(state: GatewayState) -> dict[str, int]:
             no_charge.add(a.pack)
         if fault or a.code in _BLOCKS_DISCHARGE:
             no_discharge.add(a.pack)
-    online = [p for p in state.packs if p.status is PackStatus.ONLINE]
+    online = [p for p in state.packs if p.in_service]  # held-out and isolated packs count as offline
     return {
         "ModulesOnline": len(online),
         "ModulesBlockingCharge": sum(p.contactor_open_request or p.pack in no_charge for p in online),

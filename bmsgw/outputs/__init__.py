@@ -55,11 +55,20 @@ def _modbus(settings: Settings, cfg: OutputConfig, clock: Clock, state: Callable
     return ModbusOutput(settings, cfg, clock, state)
 
 
+def _pylontech_hv(
+    settings: Settings, cfg: OutputConfig, clock: Clock, state: Callable[[], GatewayState]
+) -> Output:
+    from bmsgw.outputs.pylontech_hv_can import PylontechHvCanOutput
+
+    return PylontechHvCanOutput(settings, cfg, clock, state)
+
+
 OUTPUTS: dict[str, OutputFactory] = {
     **dict.fromkeys(CAN_CODECS, _can),
     "pylontech-rs485": _pylontech_rs485,
     "modbus-tcp": _modbus,
     "modbus-rtu": _modbus,
+    "pylontech-hv-can": _pylontech_hv,
 }
 
 
@@ -77,8 +86,30 @@ def _modbus_rtu(cfg: OutputConfig) -> str | None:
     return None
 
 
+_HV_KEYS = ("current_offset_a", "byte_order", "id_offset")
+
+
+def _hv_keys_unset(cfg: OutputConfig) -> str | None:
+    given = [k for k in _HV_KEYS if k in cfg.model_fields_set]
+    return f"{', '.join(given)} applies to pylontech-hv-can only, not {cfg.protocol}" if given else None
+
+
+def _pylontech_hv_can(cfg: OutputConfig) -> str | None:
+    raw = cfg.current_offset_a * 10
+    if abs(raw - round(raw)) > 1e-6:
+        return f"current_offset_a must be a multiple of 0.1 A (the field's unit), got {cfg.current_offset_a}"
+    return None
+
+
+def _first(*checks: Callable[[OutputConfig], str | None]) -> Callable[[OutputConfig], str | None]:
+    return lambda cfg: next((p for check in checks if (p := check(cfg)) is not None), None)
+
+
 OUTPUT_CHECKS: dict[str, Callable[[OutputConfig], str | None]] = {
-    "pylontech-rs485": _serial_or_tcp,
-    "modbus-rtu": _modbus_rtu,
+    **dict.fromkeys(CAN_CODECS, _hv_keys_unset),
+    "pylontech-rs485": _first(_hv_keys_unset, _serial_or_tcp),
+    "modbus-tcp": _hv_keys_unset,
+    "modbus-rtu": _first(_hv_keys_unset, _modbus_rtu),
+    "pylontech-hv-can": _pylontech_hv_can,
 }
 """Per-protocol checks of an [[outputs]] entry (run by config validation): the problem, or None."""

@@ -1,10 +1,15 @@
-"""Inverter side over CAN: encode the newest state at the protocol's cadence, send it, log it."""
+"""Inverter side over CAN: encode the newest state at the protocol's cadence, send it, log it.
+
+Also the pieces every CAN output shares: the bus loop that reopens with backoff (serve_bus), sending with
+the optional frame log (send_frame) and the inverter presence log (Presence).
+"""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from pathlib import Path
+from typing import Any
 
 import can
 
@@ -15,7 +20,7 @@ from bmsgw.log import get_logger
 from bmsgw.model import Frame, GatewayState
 from bmsgw.transport.can_bus import AsyncCanBus, CanBusError
 
-__all__ = ["CanOutput", "FrameLog"]
+__all__ = ["CanOutput", "FrameLog", "Presence", "send_frame", "serve_bus"]
 
 _log = get_logger(__name__)
 
@@ -46,6 +51,87 @@ class FrameLog:
         self._writer.stop()
 
 
+Workers = Callable[[AsyncCanBus, FrameLog | None], list[Coroutine[Any, Any, None]]]
+"""(open bus, frame log) -> the coroutines that serve it together."""
+
+
+async def serve_bus(cfg: OutputConfig, clock: Clock, workers: Workers, on_error: Callable[[], None]) -> None:
+    """Open cfg's bus and run `workers` on it until cancelled; on CanBusError call `on_error`, log and
+    reopen the bus with backoff (0.5 s doubling to 30 s)."""
+    log = FrameLog(cfg.log, cfg.channel) if cfg.log else None
+    backoff = 0.5
+    try:
+        while True:
+            bus = AsyncCanBus(cfg.interface, cfg.channel, cfg.bitrate)
+            try:
+                await bus.open()
+                backoff = 0.5
+                await _run_together(workers(bus, log))
+            except CanBusError as exc:
+                on_error()
+                _log.error("inverter bus failed", protocol=cfg.protocol, error=str(exc))
+            finally:
+                await bus.close()
+            await asyncio.sleep(backoff / clock.speed)
+            backoff = min(backoff * 2, 30.0)
+    finally:
+        if log is not None:
+            log.close()
+
+
+async def send_frame(bus: AsyncCanBus, log: FrameLog | None, frame: Frame, clock: Clock) -> None:
+    """Send one frame stamped with the gateway clock, and record it in the frame log if there is one."""
+    stamp = clock.stamp()
+    await bus.send(frame, stamp)
+    if log is not None:
+        log.write(frame, stamp)
+
+
+class Presence:
+    """Whether the inverter was heard within `timeout_s`; logs once when it appears, once when it goes."""
+
+    def __init__(self, clock: Clock, timeout_s: float, protocol: str, channel: str) -> None:
+        self.seen_t: float | None = None
+        self._clock = clock
+        self._timeout_s = timeout_s
+        self._where = {"protocol": protocol, "channel": channel}
+        self._logged = False
+
+    @property
+    def present(self) -> bool:
+        """Heard within the timeout."""
+        return self.seen_t is not None and self._clock.now() - self.seen_t <= self._timeout_s
+
+    def heard(self) -> None:
+        """The inverter just sent something we read."""
+        self.seen_t = self._clock.now()
+        self.check()
+
+    def check(self) -> None:
+        """Log a change of presence (call now and then: silence is only noticed here)."""
+        present = self.present
+        if present == self._logged:
+            return
+        self._logged = present
+        if present:
+            _log.info("inverter seen", **self._where)
+        else:
+            _log.warning("inverter silent", after_s=self._timeout_s, **self._where)
+
+
+async def _run_together(coros: list[Coroutine[Any, Any, None]]) -> None:
+    """Run until the first one ends or raises (its exception propagates); cancel the others."""
+    tasks = {asyncio.create_task(c) for c in coros}
+    try:
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        for task in done:
+            task.result()
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
 class CanOutput:
     """One configured CAN inverter output; keeps sending (the safe state too) while the gateway runs.
 
@@ -69,14 +155,17 @@ class CanOutput:
         self.rx_errors = 0
         self.inverter: object | None = None
         self.inverter_frames: dict[int, object] = {}
-        self.inverter_seen_t: float | None = None
-        self._inverter_logged = False
+        self._presence = Presence(clock, self.codec.inverter_timeout_s, cfg.protocol, cfg.channel)
 
     @property
     def inverter_present(self) -> bool:
         """Whether the inverter sent a frame the codec reads within the codec's inverter timeout."""
-        seen = self.inverter_seen_t
-        return seen is not None and self._clock.now() - seen <= self.codec.inverter_timeout_s
+        return self._presence.present
+
+    @property
+    def inverter_seen_t(self) -> float | None:
+        """Clock time of the newest frame the codec read, None before the first."""
+        return self._presence.seen_t
 
     def frames(self, state: GatewayState) -> list[Frame]:
         """The frames this output sends for `state`."""
@@ -84,37 +173,15 @@ class CanOutput:
 
     async def run(self) -> None:
         """Transmit every period until cancelled; reopen the bus with backoff on failure."""
-        log = FrameLog(self.cfg.log, self.cfg.channel) if self.cfg.log else None
-        backoff = 0.5
-        try:
-            while True:
-                bus = AsyncCanBus(self.cfg.interface, self.cfg.channel, self.cfg.bitrate)
-                try:
-                    await bus.open()
-                    backoff = 0.5
-                    await self._serve(bus, log)
-                except CanBusError as exc:
-                    self.send_errors += 1
-                    _log.error("inverter bus failed", protocol=self.cfg.protocol, error=str(exc))
-                finally:
-                    await bus.close()
-                await asyncio.sleep(backoff / self._clock.speed)
-                backoff = min(backoff * 2, 30.0)
-        finally:
-            if log is not None:
-                log.close()
+        await serve_bus(
+            self.cfg,
+            self._clock,
+            lambda bus, log: [self._transmit(bus, log), self._receive(bus)],
+            self._failed,
+        )
 
-    async def _serve(self, bus: AsyncCanBus, log: FrameLog | None) -> None:
-        """Transmit and receive until either side raises CanBusError (the caller then reopens the bus)."""
-        tasks = {asyncio.create_task(self._transmit(bus, log)), asyncio.create_task(self._receive(bus))}
-        try:
-            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-            for task in done:
-                task.result()
-        finally:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+    def _failed(self) -> None:
+        self.send_errors += 1
 
     async def _transmit(self, bus: AsyncCanBus, log: FrameLog | None) -> None:
         gap = self.codec.frame_gap_s
@@ -123,13 +190,10 @@ class CanOutput:
             for k, frame in enumerate(frames):
                 if k and gap:
                     await asyncio.sleep(gap / self._clock.speed)
-                stamp = self._clock.stamp()
-                await bus.send(frame, stamp)
-                if log is not None:
-                    log.write(frame, stamp)
+                await send_frame(bus, log, frame, self._clock)
                 self.sent += 1
             self.last_frames = frames
-            self._note_inverter()
+            self._presence.check()
             # The set repeats every period, but never sooner than one gap per frame.
             spent = max(len(frames) - 1, 0) * gap
             await asyncio.sleep((max(self.codec.period_s, len(frames) * gap) - spent) / self._clock.speed)
@@ -150,21 +214,4 @@ class CanOutput:
             if status is not None:
                 self.inverter = status
                 self.inverter_frames[frame.id] = status
-                self.inverter_seen_t = self._clock.now()
-                self._note_inverter()
-
-    def _note_inverter(self) -> None:
-        """Log once when the inverter appears and once when it falls silent."""
-        present = self.inverter_present
-        if present == self._inverter_logged:
-            return
-        self._inverter_logged = present
-        if present:
-            _log.info("inverter seen", protocol=self.cfg.protocol, channel=self.cfg.channel)
-        else:
-            _log.warning(
-                "inverter silent",
-                protocol=self.cfg.protocol,
-                channel=self.cfg.channel,
-                after_s=self.codec.inverter_timeout_s,
-            )
+                self._presence.heard()

@@ -16,7 +16,16 @@ from bmsgw.model import GatewayState, PackSample
 if TYPE_CHECKING:
     from bmsgw.config import PackConfig
 
-__all__ = ["SERIAL_KINDS", "SOURCES", "SerialKind", "Source", "SourceFactory", "check_packs", "group_packs"]
+__all__ = [
+    "INVERTER_CAN_KINDS",
+    "SERIAL_KINDS",
+    "SOURCES",
+    "SerialKind",
+    "Source",
+    "SourceFactory",
+    "check_packs",
+    "group_packs",
+]
 
 
 class Source(Protocol):
@@ -93,6 +102,17 @@ def _serial(
     return SerialBmsSource(settings, packs, clock, on_sample)
 
 
+def _inverter_can(
+    settings: Settings, packs: list[int], clock: Clock, on_sample: Callable[[PackSample], None], *_: object
+) -> Source:
+    from bmsgw.sources.inverter_can import InverterCanSource
+
+    return InverterCanSource(settings, packs, clock, on_sample)
+
+
+INVERTER_CAN_KINDS = ("pylontech-can", "sma-can")
+"""A battery speaking an inverter protocol (bms/lv_can.py), one per CAN bus: `port` = its channel."""
+
 SERIAL_KINDS: dict[str, SerialKind] = {
     "jk": SerialKind(115_200),
     "jbd": SerialKind(9600),
@@ -102,11 +122,16 @@ SERIAL_KINDS: dict[str, SerialKind] = {
     "daly-modbus": SerialKind(
         9600, (0xD2, *(a for a in range(1, 248) if a != 0xD2)), "a Modbus slave id 1..247 (0 = 0xD2)"
     ),
+    "seplos": SerialKind(9600, tuple(range(16)), "the pack's DIP address 0..15"),
+    "pylontech-rs485": SerialKind(
+        115_200, tuple(range(2, 0xFF)), "a module address 2..254 (0 = 2): master 2, then 3, 4, …"
+    ),
 }
 
 SOURCES: dict[str, SourceFactory] = {
     "can": _can,
     **dict.fromkeys(SERIAL_KINDS, _serial),
+    **dict.fromkeys(INVERTER_CAN_KINDS, _inverter_can),
 }
 
 
@@ -119,10 +144,34 @@ def check_packs(packs: Sequence[PackConfig]) -> list[str]:
             first, kind = owner.setdefault(p.port, (i, p.source))
             if kind != p.source:
                 out.append(f"packs[{i}].port = {p.port!r}: packs[{first}] reads it as {kind!r}")
+        if p.current_sign != "normal" and p.source not in SERIAL_KINDS:
+            out.append(f"packs[{i}].current_sign = {p.current_sign!r}: only for the serial BMS kinds "
+                       f"({', '.join(SERIAL_KINDS)}); leave it \"normal\"")  # fmt: skip
     for kind, rule in SERIAL_KINDS.items():
         mine = [(i, p) for i, p in enumerate(packs) if p.source == kind]
         if mine:
             out += rule.problems(kind, mine)
+    return out + _inverter_can_problems(packs)
+
+
+def _inverter_can_problems(packs: Sequence[PackConfig]) -> list[str]:
+    out: list[str] = []
+    bus: dict[str | None, int] = {}  # channel (None: the [can] bus) -> the pack reading it
+    if any(p.source == "can" for p in packs):
+        bus[None] = -1
+    for i, p in enumerate(packs):
+        if p.source not in INVERTER_CAN_KINDS:
+            continue
+        if p.sensors > 2:
+            out.append(f"packs[{i}].sensors = {p.sensors}: {p.source} batteries report at most 2 "
+                       "temperatures (0 none, 1 the 0x356 average, 2 the 0x373 min/max)")  # fmt: skip
+        if p.address:
+            out.append(f"packs[{i}].address = {p.address}: {p.source} batteries have no address; leave it 0")
+        first = bus.setdefault(p.port, i)
+        if first != i:
+            who = "the 'can' packs use the [can] bus" if first < 0 else f"packs[{first}] reads it"
+            out.append(f"packs[{i}].port = {p.port!r}: one {p.source} battery per CAN bus; {who} "
+                       "(set port to another CAN channel)")  # fmt: skip
     return out
 
 

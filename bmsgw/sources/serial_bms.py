@@ -1,4 +1,5 @@
-"""Serial BMS source (kinds jk, jbd, daly, daly-modbus): polls the packs on one serial line into PackSamples.
+"""Serial BMS source (kinds jk, jbd, daly, daly-modbus, seplos, pylontech-rs485): polls the packs on one
+serial line into PackSamples.
 
 One SerialBmsSource serves one port; packs of the same kind sharing it (RS485 bus) are told apart by
 `address`. A small per-kind Driver knows the requests of one poll; the codecs in bmsgw/bms/ know the
@@ -9,15 +10,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import math
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from bmsgw.bms import daly, daly_modbus, jbd, jk
+from bmsgw.bms import daly, daly_modbus, jbd, jk, pylontech, seplos
 from bmsgw.bms.framing import BmsDecodeError, BmsReading, FrameBuffer, Framing
 from bmsgw.clock import Clock
 from bmsgw.config import Settings
+from bmsgw.inverter.pylontech_rs485 import Command, ModuleAlarms, ModuleValues
 from bmsgw.log import get_logger
 from bmsgw.model import PackSample
 from bmsgw.sources import SERIAL_KINDS
@@ -159,6 +162,33 @@ async def _poll_jbd(link: Link, address: int) -> BmsReading:
     return jbd.reading(jbd.decode_basic(basic), jbd.decode_cells(cells))
 
 
+def _seplos_answer(address: int, decode: Callable[[bytes], T]) -> Callable[[bytes], T | None]:
+    def accept(frame: bytes) -> T | None:
+        info = seplos.decode_response(frame, address)
+        return None if info is None else decode(info)
+
+    return accept
+
+
+async def _poll_seplos(link: Link, address: int) -> BmsReading:
+    ask, answer = seplos.request, _seplos_answer
+    (t,) = await link.ask(ask(seplos.CMD_TELEMETRY, address), answer(address, seplos.decode_telemetry))
+    (a,) = await link.ask(ask(seplos.CMD_ALARMS, address), answer(address, seplos.decode_alarms))
+    return seplos.reading(t, a)
+
+
+async def _poll_pylontech(link: Link, address: int) -> BmsReading:
+    def analog(frame: bytes) -> ModuleValues | None:
+        return pylontech.decode_analog_answer(frame, address)
+
+    def alarms(frame: bytes) -> ModuleAlarms | None:
+        return pylontech.decode_alarm_answer(frame, address)
+
+    (v,) = await link.ask(pylontech.request(Command.ANALOG, address), analog)
+    (a,) = await link.ask(pylontech.request(Command.ALARM, address), alarms)
+    return pylontech.reading(v, a)
+
+
 class _DalyPoller:
     """Daly needs several requests per poll; commands a BMS never answers (some firmware ignores
     0x93/0x97/0x98) are skipped after a few misses so they do not stretch every poll."""
@@ -202,6 +232,8 @@ DRIVERS: dict[str, Callable[[], Driver]] = {
     "jbd": lambda: Driver(jbd.FRAMING, _poll_jbd),
     "daly": lambda: Driver(daly.FRAMING, _DalyPoller().poll),
     "daly-modbus": lambda: Driver(daly_modbus.FRAMING, _poll_daly_modbus),
+    "seplos": lambda: Driver(seplos.FRAMING, _poll_seplos),
+    "pylontech-rs485": lambda: Driver(pylontech.FRAMING, _poll_pylontech),
 }
 """Kind -> a fresh Driver (one per line: drivers may keep per-line state)."""
 
@@ -227,6 +259,7 @@ class SerialBmsSource:
         self._packs = [
             (i, kind.resolve(c.address), c.poll_interval_s) for i, c in zip(packs, cfgs, strict=True)
         ]
+        self._inverted = {i for i, c in zip(packs, cfgs, strict=True) if c.current_sign == "inverted"}
         self._clock = clock
         self._on_sample = on_sample
         self._driver = DRIVERS[self.kind]()
@@ -320,6 +353,8 @@ class SerialBmsSource:
         self._answering[pack] = True
         self._alive[pack] = (self._alive[pack] + 1) & 0xFFFF
         self.samples += 1
+        if pack in self._inverted:
+            reading = dataclasses.replace(reading, current=-reading.current)
         self._on_sample(reading.sample(pack, self._clock.now(), self._alive[pack]))
 
 

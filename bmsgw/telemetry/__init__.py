@@ -29,6 +29,15 @@ ServiceFactory = Callable[["Gateway"], "Service | None"]
 SERVICES: list[ServiceFactory] = []
 
 
+def _history(gateway: Gateway) -> Service | None:
+    from bmsgw.telemetry.history_service import history_service  # first: the web serves its database
+
+    return history_service(gateway)
+
+
+SERVICES.append(_history)
+
+
 def _mqtt(gateway: Gateway) -> Service | None:
     if not gateway.settings.mqtt.enabled:
         return None

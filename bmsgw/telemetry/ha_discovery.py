@@ -157,6 +157,11 @@ def entities(settings: Settings) -> list[Entity]:
                unit="kWh", state_class="total_increasing", precision=3),
         Entity("energy_discharged", "Energy discharged", "value_json.energy_discharged_kwh",
                device_class="energy", unit="kWh", state_class="total_increasing", precision=3),
+        Entity("time_to_empty", "Time to reserve", "value_json.time_to_empty_min", device_class="duration",
+               unit="min", state_class="measurement", precision=0, attributes=_BASIS, icon="mdi:timer-sand"),
+        Entity("time_to_full", "Time to full", "value_json.time_to_full_min", device_class="duration",
+               unit="min", state_class="measurement", precision=0, attributes=_BASIS,
+               icon="mdi:battery-clock"),
     ]  # fmt: skip
     for i, pack in enumerate(settings.packs):
         key, at, name = f"pack_{slug(pack.id)}", f"value_json.packs[{i}]", f"Pack {pack.id}"
@@ -235,6 +240,7 @@ def state_payload(
         out[key] = _round(limit.value, 3)
         out[f"{key}_reason"] = limit.reason.value
     top = max((a.level for a in state.alarms), default=None)
+    fc = state.forecast
     out |= {
         "charge_enable": lim.charge_enable,
         "discharge_enable": lim.discharge_enable,
@@ -242,6 +248,10 @@ def state_payload(
         "alarms": {
             code.value: _alarm([a for a in state.alarms if a.code is code], ids) for code in AlarmCode
         },
+        # Runtime forecast in minutes; null while unknown or beyond the forecast horizon.
+        "time_to_empty_min": _minutes(fc.time_to_empty_s) if fc is not None else None,
+        "time_to_full_min": _minutes(fc.time_to_full_s) if fc is not None else None,
+        "forecast_basis": fc.basis if fc is not None else None,
         "energy_charged_kwh": round(charged_wh / 1000, 6),
         "energy_discharged_kwh": round(discharged_wh / 1000, 6),
         "packs": [
@@ -257,6 +267,9 @@ _LIMITS = (
     ("dcl", "Discharge current limit", "current", "A"),
     ("dvl", "Discharge voltage limit", "voltage", "V"),
 )
+
+_BASIS = "{'basis': value_json.forecast_basis}"
+"""Forecast attributes: "load_profile" (learned per hour of week) or "present_current"."""
 
 _ALARM_NAMES = {
     AlarmCode.COMM_LOST: "BMS communication lost",
@@ -285,6 +298,11 @@ def _measure(
 def _round(x: float, digits: int) -> float | None:
     v = finite(x)
     return round(v, digits) if v is not None else None
+
+
+def _minutes(seconds: float) -> float | None:
+    v = finite(seconds)
+    return round(v / 60, 1) if v is not None else None
 
 
 def _pct(ratio: float) -> float | None:

@@ -18,7 +18,15 @@ import numpy as np
 
 from bmsgw.model import GatewayState, PackSample, PackStatus
 
-__all__ = ["PACK_SERIES", "SYSTEM_SERIES", "HistoryBackend", "HistoryResult", "RingHistory"]
+__all__ = [
+    "PACK_SERIES",
+    "SYSTEM_SERIES",
+    "HistoryBackend",
+    "HistoryResult",
+    "RingHistory",
+    "merge_rows",
+    "result_of",
+]
 
 Agg = Literal["mean", "min", "max"]
 
@@ -89,11 +97,8 @@ class RingHistory:
             raise ValueError("need resolution_s > 0 and span_s >= resolution_s")
         self.resolution_s = resolution_s
         self.pack_ids = pack_ids
-        aggs = [a for _, a in SYSTEM_SERIES] + [a for _ in pack_ids for _, a in PACK_SERIES]
-        self._mean = np.array([a == "mean" for a in aggs])
-        self._min = np.array([a == "min" for a in aggs])
-        self._max = np.array([a == "max" for a in aggs])
-        cols = len(aggs)
+        self._mean, self._min = _aggs(len(pack_ids))
+        cols = len(self._mean)
         self._capacity = math.ceil(span_s / resolution_s)
         self._rows = np.full((self._capacity, cols), np.nan)
         self._t = np.full(self._capacity, np.nan)
@@ -143,8 +148,8 @@ class RingHistory:
         if points is not None and len(t) > points > 0:
             span = float(t[-1] - t[0]) + self.resolution_s
             resolution = math.ceil(span / points / self.resolution_s) * self.resolution_s
-            t, rows = self._merge(t, rows, resolution)
-        return self._result(resolution, t, rows)
+            t, rows = merge_rows(t, rows, resolution, len(self.pack_ids))
+        return result_of(resolution, t, rows, self.pack_ids)
 
     def _row(self, state: GatewayState) -> list[float]:
         lim = state.limits
@@ -189,34 +194,46 @@ class RingHistory:
         self._lo[:] = np.inf
         self._hi[:] = -np.inf
 
-    def _merge(self, t: np.ndarray, rows: np.ndarray, resolution: float) -> tuple[np.ndarray, np.ndarray]:
-        """Re-bucket rows to `resolution`: mean of means (buckets with data), min of mins, max of maxes."""
-        keys = t // resolution
-        starts = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]])
-        have = ~np.isnan(rows)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            mean = np.add.reduceat(np.where(have, rows, 0.0), starts) / np.add.reduceat(have, starts)
-        lo = np.fmin.reduceat(rows, starts)
-        hi = np.fmax.reduceat(rows, starts)
-        merged = np.where(self._mean, mean, np.where(self._min, lo, hi))
-        return keys[starts] * resolution, merged
 
-    def _result(self, resolution: float, t: np.ndarray, rows: np.ndarray) -> HistoryResult:
-        ns = len(SYSTEM_SERIES)
-        np_ = len(PACK_SERIES)
+def _aggs(packs: int) -> tuple[np.ndarray, np.ndarray]:
+    """(is mean, is min) masks over the columns of a row: system series, then each pack's series."""
+    aggs = [a for _, a in SYSTEM_SERIES] + [a for _ in range(packs) for _, a in PACK_SERIES]
+    return np.array([a == "mean" for a in aggs]), np.array([a == "min" for a in aggs])
 
-        rows = np.round(rows, 4)  # 0.1 mV, 0.01 % SOC: plenty for charts, and a third of the JSON
 
-        def col(j: int) -> list[float | None]:
-            values = rows[:, j]
-            out: list[float | None] = values.tolist()
-            if not np.isfinite(values).all():
-                out = [x if x is not None and math.isfinite(x) else None for x in out]
-            return out
+def merge_rows(
+    t: np.ndarray, rows: np.ndarray, resolution: float, packs: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Re-bucket rows to `resolution`: mean of means (buckets with data), min of mins, max of maxes."""
+    is_mean, is_min = _aggs(packs)
+    keys = t // resolution
+    starts = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]])
+    have = ~np.isnan(rows)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = np.add.reduceat(np.where(have, rows, 0.0), starts) / np.add.reduceat(have, starts)
+    lo = np.fmin.reduceat(rows, starts)
+    hi = np.fmax.reduceat(rows, starts)
+    merged = np.where(is_mean, mean, np.where(is_min, lo, hi))
+    return keys[starts] * resolution, merged
 
-        system = {name: col(j) for j, (name, _) in enumerate(SYSTEM_SERIES)}
-        packs = {
-            pid: {name: col(ns + k * np_ + j) for j, (name, _) in enumerate(PACK_SERIES)}
-            for k, pid in enumerate(self.pack_ids)
-        }
-        return HistoryResult(resolution, [float(x) for x in t.tolist()], system, packs)
+
+def result_of(resolution: float, t: np.ndarray, rows: np.ndarray, pack_ids: tuple[str, ...]) -> HistoryResult:
+    """The HistoryResult of rows laid out as system series then each pack's series (NaN: no data)."""
+    ns = len(SYSTEM_SERIES)
+    np_ = len(PACK_SERIES)
+
+    rows = np.round(rows, 4)  # 0.1 mV, 0.01 % SOC: plenty for charts, and a third of the JSON
+
+    def col(j: int) -> list[float | None]:
+        values = rows[:, j]
+        out: list[float | None] = values.tolist()
+        if not np.isfinite(values).all():
+            out = [x if x is not None and math.isfinite(x) else None for x in out]
+        return out
+
+    system = {name: col(j) for j, (name, _) in enumerate(SYSTEM_SERIES)}
+    packs = {
+        pid: {name: col(ns + k * np_ + j) for j, (name, _) in enumerate(PACK_SERIES)}
+        for k, pid in enumerate(pack_ids)
+    }
+    return HistoryResult(resolution, [float(x) for x in t.tolist()], system, packs)

@@ -11,8 +11,8 @@ import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from bmsgw.model import AlarmLevel, GatewayState, PackSample, PackStatus
-from bmsgw.telemetry.energy import EnergyMeter
+from bmsgw.model import AlarmLevel, GatewayState, PackStatus
+from bmsgw.telemetry.energy import EnergyCounters
 
 __all__ = ["CONTENT_TYPE", "IoCounter", "PackEnergy", "exposition"]
 
@@ -32,24 +32,8 @@ class IoCounter:
     value: float
 
 
-class PackEnergy:
-    """Charged/discharged energy per pack: one `energy.EnergyMeter` each, fed with every new online sample."""
-
-    def __init__(self, packs: int, max_gap_s: float) -> None:
-        self.meters = [EnergyMeter(max_gap_s) for _ in range(packs)]
-        self._last: list[PackSample | None] = [None] * packs
-
-    def see(self, state: GatewayState) -> None:
-        """Account the pack samples that are new since the previous state."""
-        for i, view in enumerate(state.packs):
-            s = view.sample
-            if view.status is not PackStatus.ONLINE or s is None:
-                if self._last[i] is not None:
-                    self.meters[i].add(math.nan, None)  # a pack that drops out is not bridged
-                    self._last[i] = None
-            elif s is not self._last[i]:
-                self._last[i] = s
-                self.meters[i].add(s.t, s.voltage * s.current)
+PackEnergy = EnergyCounters
+"""The energy counters /metrics exports per pack (the gateway's `energy.EnergyCounters`)."""
 
 
 def exposition(
@@ -150,6 +134,11 @@ def _limits(m: _Writer, state: GatewayState) -> None:
         [((("level", "1"),), lim.force_charge_1), ((("level", "2"),), lim.force_charge_2)],
     )
     m.gauge("bmsgw_full_charge_requested", "Full-charge request flag.", [((), lim.full_charge_request)])
+    fc = state.forecast
+    if fc is not None:  # +Inf: not within the forecast horizon / not moving that way
+        by = (("basis", fc.basis),)
+        m.gauge("bmsgw_time_to_empty_seconds", "Forecast time to the reserve.", [(by, fc.time_to_empty_s)])
+        m.gauge("bmsgw_time_to_full_seconds", "Forecast time until full.", [(by, fc.time_to_full_s)])
 
 
 def _alarms(m: _Writer, state: GatewayState) -> None:

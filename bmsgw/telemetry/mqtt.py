@@ -18,7 +18,6 @@ import aiomqtt
 
 from bmsgw.log import get_logger
 from bmsgw.model import GatewayState
-from bmsgw.telemetry.energy import EnergyMeter
 from bmsgw.telemetry.ha_discovery import (
     AVAILABLE,
     NOT_AVAILABLE,
@@ -46,7 +45,7 @@ class MqttService:
         self.settings = gateway.settings
         self.cfg = gateway.settings.mqtt
         self.topics = Topics.of(gateway.settings)
-        self.energy = EnergyMeter(max_gap_s=gateway.settings.gateway.stale_after_s)
+        self.energy = gateway.energy.system  # the gateway's totals (restored from the history database)
         self.connected = False
         self.connects = 0
         self.states_sent = 0
@@ -89,7 +88,6 @@ class MqttService:
 
     def _on_state(self, state: GatewayState) -> None:
         usable = state.usable
-        self.energy.add(state.t, state.voltage * state.current if usable else None)
         alarms = frozenset((a.code.value, int(a.level), a.pack) for a in state.alarms)
         if usable and not self._seen_data:
             self._seen_data = True

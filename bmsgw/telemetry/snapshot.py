@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from bmsgw.model import Alarm, BmsFlags, CellRef, GatewayState, Limit, PackView
+from bmsgw.model import Alarm, BmsFlags, CellRef, Forecast, GatewayState, Limit, PackView
 
 __all__ = ["finite", "state_dict"]
 
@@ -43,9 +43,12 @@ def state_dict(state: GatewayState) -> dict[str, Any]:
             "force_charge_1": lim.force_charge_1,
             "force_charge_2": lim.force_charge_2,
             "full_charge_request": lim.full_charge_request,
+            "ccl_pack": ids[state.ccl_pack] if state.ccl_pack is not None else None,  # binding pack
+            "dcl_pack": ids[state.dcl_pack] if state.dcl_pack is not None else None,
         },
         "alarms": [_alarm(a, ids) for a in state.alarms],
         "packs": [_pack(p, state.t) for p in state.packs],
+        "forecast": _forecast(state.forecast),
     }
 
 
@@ -59,6 +62,14 @@ def _extreme(value: float, at: CellRef, ids: list[str]) -> dict[str, Any] | None
     if not math.isfinite(value):
         return None
     return {"value": float(value), "pack": ids[at.pack], "cell": at.cell + 1}
+
+
+def _forecast(fc: Forecast | None) -> dict[str, Any] | None:
+    """Seconds to the reserve / to full (null: not within the forecast horizon), or null when unknown."""
+    if fc is None:
+        return None
+    return {"time_to_empty_s": finite(fc.time_to_empty_s), "time_to_full_s": finite(fc.time_to_full_s),
+            "basis": fc.basis}  # fmt: skip
 
 
 def _limit(limit: Limit) -> dict[str, Any]:
@@ -85,6 +96,8 @@ def _pack(view: PackView, t: float) -> dict[str, Any]:
         "soh": finite(view.soh),
         "balance_mask": view.balance_mask,
         "contactor_open_request": view.contactor_open_request,
+        "service": view.service.value,  # multi-pack: running, ramping, joining, isolated, absent
+        "share": finite(view.share),  # fraction of the system current assumed for this pack
         "cell_soc": [finite(x) for x in view.cell_soc] if view.cell_soc is not None else None,
     }
     if s is None:

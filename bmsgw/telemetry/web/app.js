@@ -26,10 +26,17 @@ const REASONS = {
   recovery: "ramping up after recovery",
   pack_voltage: "pack voltage",
   ems: "EMS command",
+  reserve: "backup reserve",
+  schedule: "time-of-use schedule",
+  cell_imbalance: "cell imbalance",
+  sensor_fault: "sensor fault",
+  thermal_runaway: "temperature rising fast",
 };
 const REASON_CLASS = {
-  config: "ok", recovery: "info", ems: "info", soc_full: "info", soc_empty: "warn",
+  config: "ok", recovery: "info", ems: "info", reserve: "info", schedule: "info",
+  soc_full: "info", soc_empty: "warn",
   cell_voltage_high: "warn", cell_voltage_low: "warn", temperature_high: "warn", temperature_low: "warn",
+  cell_imbalance: "warn", thermal_runaway: "bad", sensor_fault: "bad",
 };
 const PACK_STATUS = {
   online: ["ok", "online"],
@@ -98,6 +105,7 @@ function ago(seconds) {
 }
 const words = (code) => String(code).replace(/_/g, " ");
 const reasonText = (r) => REASONS[r] || words(r);
+const hoursMinutes = (s) => (isNum(s) ? `${Math.floor(s / 3600)} h ${String(Math.floor((s % 3600) / 60)).padStart(2, "0")} min` : "–");
 function clock(stamp) {
   const d = new Date(stamp * 1000);
   return `${String(d.getHours()).padStart(2, "0")}:${String(d.getMinutes()).padStart(2, "0")}`;
@@ -152,6 +160,9 @@ function renderOverview(st) {
     kpi("Cell max", vmax ? vmax.value.toFixed(3) : "–", "V", where(vmax)),
     kpi("Cell spread", vmin && vmax ? ((vmax.value - vmin.value) * 1000).toFixed(0) : "–", "mV"),
     kpi("State of health", pct(st.soh, 0), "%"),
+    st.forecast ? kpi(st.current >= 0 ? "Time to full" : "Time to reserve",
+      hoursMinutes(st.current >= 0 ? st.forecast.time_to_full_s : st.forecast.time_to_empty_s), "",
+      st.forecast.basis === "load_profile" ? "learned load profile" : "at the present current") : null,
     kpi("Packs online", `${st.packs_online} / ${st.packs.length}`, "", isNum(st.capacity_ah) && st.capacity_ah > 0 ? `${st.capacity_ah.toFixed(0)} Ah online` : null));
   fill("overview", socGauge(st.soc), h("div", { class: "ov-main" }, flow, kpis));
 }
