@@ -22,7 +22,7 @@ from bmsgw.clock import Clock, MonotonicClock
 from bmsgw.config import ConfigError, Settings, flatten, load_settings
 from bmsgw.energy_management import EnergyFileError, EnergySaved, EnergyStore
 from bmsgw.log import configure, get_logger
-from bmsgw.model import GatewayState
+from bmsgw.model import Alarm, AlarmCode, AlarmLevel, GatewayState
 from bmsgw.pipeline import Pipeline
 from bmsgw.state import (
     EstimatorState,
@@ -32,11 +32,14 @@ from bmsgw.state import (
     capture,
     restore,
     restore_health,
+    restore_latched,
 )
 
 __all__ = ["LOG_KEYS", "Daemon", "Liveness", "changed_keys", "run", "status_line"]
 
 _log = get_logger(__name__)
+STATE_ALARM = "state"
+"""Key of the STATE_RESET alarm in `Pipeline.service_alarms`."""
 
 LOG_KEYS = frozenset({"gateway.log_level", "gateway.log_format"})
 """Keys a reload applies without restarting the gateway."""
@@ -76,6 +79,7 @@ class Daemon:
         self.note = ""  # appended to STATUS, e.g. after a rejected reload
         self._commands: asyncio.Queue[str] = asyncio.Queue()
         self._seq = 0
+        self._state_error = ""  # why the saved estimator state was not usable (STATE_RESET alarm), if so
         self._energy = self._load_energy()  # energy management handed to the next gateway built
         self.gateway, self._tracker = self._build(settings, self._load())
 
@@ -132,6 +136,7 @@ class Daemon:
             self._tracker.known,
             self.clock.stamp(),
             self.gateway.pipeline.core.export_health(),
+            self.gateway.pipeline.core.latched(),
         )
 
     def save(self) -> None:
@@ -232,6 +237,7 @@ class Daemon:
             saved = self.store.load()
         except StateFileError as exc:
             _log.warning("ignoring the saved estimator state; starting from OCV", reason=str(exc))
+            self._state_error = f"saved estimator state unreadable, SOC restarted from OCV: {exc}"
             return None
         if saved is None:
             _log.info("no saved estimator state; starting from OCV", path=str(self.store.path))
@@ -260,6 +266,14 @@ class Daemon:
                 gateway.pipeline.core.restore_health(restore_health(settings, saved, self.clock.stamp()))
             except ValueError as exc:
                 _log.warning("saved health state does not fit; health starts as new", reason=str(exc))
+            faults = restore_latched(settings, saved, self.clock.stamp())
+            if faults:
+                gateway.pipeline.core.restore_latched(faults)
+                _log.warning("latched protection faults restored; they need a reset", faults=len(faults))
+        if self._state_error:
+            gateway.pipeline.service_alarms[STATE_ALARM] = Alarm(
+                AlarmCode.STATE_RESET, AlarmLevel.WARNING, self.clock.stamp(), None, self._state_error
+            )
         tracker = SocTracker(len(settings.packs), restored=soc is not None)
         gateway.on_state(tracker.see)
         return gateway, tracker

@@ -166,6 +166,7 @@ class AlarmCode(enum.StrEnum):
     PACK_ISOLATED = "pack_isolated"  # one pack taken out of a multi-pack system (bmsgw/multipack.py)
     HISTORY_DEGRADED = "history_degraded"  # history database not writable (telemetry/history_service.py)
     THERMAL_RUNAWAY = "thermal_runaway"  # dT/dt staging up to the GB 38031 confirmation (core protection)
+    STATE_RESET = "state_reset"  # saved estimator state unreadable: SOC restarted from OCV (daemon.py)
 
 
 @dataclass(frozen=True, slots=True)

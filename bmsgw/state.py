@@ -34,6 +34,7 @@ __all__ = [
     "capture",
     "restore",
     "restore_health",
+    "restore_latched",
 ]
 
 FILE_NAME = "estimator.json"
@@ -80,8 +81,17 @@ class PackSoc(BaseModel):
     health: PackHealthState | None = None
 
 
+class LatchedFault(BaseModel):
+    """A tier-3 protection fault latched in the core (Core.latched): it stays latched across a restart."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    pack: str  # pack id
+    key: str  # latch key (core/_kernel.py LATCH_KEYS)
+
+
 class EstimatorState(BaseModel):
-    """The file's content (version 1)."""
+    """The file's content (version 1; `latched` absent in files written before it was persisted)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -89,6 +99,7 @@ class EstimatorState(BaseModel):
     saved_at: float  # epoch seconds
     chemistry: str
     packs: tuple[PackSoc, ...]
+    latched: tuple[LatchedFault, ...] = ()
 
 
 class SocTracker:
@@ -110,9 +121,10 @@ def capture(
     known: Sequence[bool],
     saved_at: float,
     health: Sequence[dict[str, Any]] | None = None,
+    latched: Sequence[tuple[int, str, float]] = (),
 ) -> EstimatorState:
-    """The estimator state in `state` plus the core's `health` export; packs whose SOC is not known are
-    stored as None."""
+    """The estimator state in `state` plus the core's `health` export and `latched` faults; packs whose SOC
+    is not known are stored as None."""
     packs = []
     for view, cfg in zip(state.packs, settings.packs, strict=True):
         cells = view.cell_soc if known[view.pack] else None
@@ -125,7 +137,17 @@ def capture(
                 health=PackHealthState.model_validate(health[view.pack]) if health is not None else None,
             )
         )
-    return EstimatorState(saved_at=saved_at, chemistry=settings.chemistry.value, packs=tuple(packs))
+    faults = tuple(LatchedFault(pack=settings.packs[p].id, key=key) for p, key, _ in latched)
+    return EstimatorState(
+        saved_at=saved_at, chemistry=settings.chemistry.value, packs=tuple(packs), latched=faults
+    )
+
+
+def restore_latched(settings: Settings, saved: EstimatorState, now: float) -> list[tuple[int, str, float]]:
+    """The saved latched faults as Core.restore_latched items (latched again at `now`); faults of packs
+    no longer configured are dropped."""
+    index = {p.id: i for i, p in enumerate(settings.packs)}
+    return [(index[f.pack], f.key, now) for f in saved.latched if f.pack in index]
 
 
 def _check_fits(settings: Settings, saved: EstimatorState) -> None:

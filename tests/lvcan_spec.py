@@ -301,6 +301,7 @@ EXPECTED_PAIRS: dict[AlarmCode, frozenset[str]] = {
     AlarmCode.CELL_IMBALANCE: frozenset({"cell_imbalance"}),
     AlarmCode.PACK_ISOLATED: frozenset(),  # the rest keep running; the pack's own alarms say why
     AlarmCode.HISTORY_DEGRADED: frozenset(),  # an operations warning: nothing for the inverter
+    AlarmCode.STATE_RESET: frozenset(),  # an operations warning: nothing for the inverter
 }
 MAPPED_PAIRS = frozenset().union(*EXPECTED_PAIRS.values())
 

@@ -175,6 +175,16 @@ def test_full_charge_calibration_at_the_end_of_cv() -> None:
     assert out.packs[0].anchors == 1  # once per episode
 
 
+def test_resting_high_after_a_charge_is_not_full() -> None:
+    """Cells still relaxing above the CV margin at rest (0 A) are not a completed CV charge."""
+    p = CoreParams.defaults(Chemistry.LFP, (3,), (1,), (100.0,), estimator="counting")
+    core = Core(p, initial_soc=[0.9])
+    out = _cv_charge(core, 0.0, 600.0, 0.0, [3.46, 3.44, 3.43])
+    assert out.packs[0].anchors == 0
+    out = _cv_charge(core, 601.0, 61.0, 3.0, [3.46, 3.44, 3.43])  # tail current at the CV level: full
+    assert out.packs[0].last_anchor == "full"
+
+
 def test_empty_calibration_at_cut_off() -> None:
     p = CoreParams.defaults(Chemistry.LFP, (2,), (1,), (100.0,), estimator="counting")
     assert p.empty_voltage_cell_v == p.cell_v_min_alarm == 2.5
@@ -196,7 +206,7 @@ def test_capacity_is_learnt_between_full_and_empty() -> None:
     """A 90 Ah cell configured as 100 Ah: full → 90 Ah out → empty teaches the capacity."""
     p = CoreParams.defaults(Chemistry.LFP, (1,), (1,), (100.0,), estimator="counting")
     core = Core(p, initial_soc=[0.95])
-    out = _cv_charge(core, 0.0, 61.0, 0.0, [3.46])
+    out = _cv_charge(core, 0.0, 61.0, 3.0, [3.46])
     assert out.packs[0].last_anchor == "full"
     assert out.packs[0].capacity_ah == 100.0
     out = core.step(62.0, [_sample(62.0, 3.2, i=-90.0)])

@@ -58,6 +58,7 @@ EXPECTED_BITS: dict[AlarmCode, tuple[tuple[int, int] | None, tuple[int, int] | N
     AlarmCode.CELL_IMBALANCE: (None, None),
     AlarmCode.PACK_ISOLATED: (None, None),
     AlarmCode.HISTORY_DEGRADED: (None, None),  # operations only: nothing for the inverter
+    AlarmCode.STATE_RESET: (None, None),  # operations only: nothing for the inverter
 }
 
 

@@ -19,7 +19,7 @@ from bmsgw.config import ConfigError, Settings, load_settings
 from bmsgw.core import Core, CoreParams
 from bmsgw.core._devbuild import BuildUnavailableError, build_compiled_kernel, load_pure_kernel
 from bmsgw.daemon import Daemon
-from bmsgw.model import Chemistry, PackSample, PackStatus
+from bmsgw.model import AlarmCode, AlarmLevel, Chemistry, PackSample, PackStatus
 from bmsgw.pipeline import Pipeline
 from bmsgw.state import (
     FILE_NAME,
@@ -276,6 +276,33 @@ def test_daemon_starts_from_ocv_on_a_bad_state(tmp_path: Path, content: str) -> 
     assert out.packs[0].cell_soc is not None
     assert all(abs(x - 0.3) > 0.05 for x in out.packs[0].cell_soc)  # from the 3.30 V OCV (~0.39), not 0.3
     assert daemon.capture().packs[1].soc is None
+    reset = out.alarm_level(AlarmCode.STATE_RESET)
+    if content == "mismatch":  # a valid file for another system is not a fault of the file
+        assert reset is None
+    else:
+        assert reset is AlarmLevel.WARNING
+        (alarm,) = [a for a in out.alarms if a.code is AlarmCode.STATE_RESET]
+        assert "OCV" in alarm.detail
+
+
+def test_latched_faults_survive_a_restart(tmp_path: Path) -> None:
+    daemon = Daemon(two_packs(tmp_path), env={})
+    daemon.gateway.pipeline.core.restore_latched([(1, "cell_ov_fault", 5.0)])
+    assert daemon.gateway.pipeline.core.latched() == ((1, "cell_ov_fault", 5.0),)
+    daemon.save()
+    saved_file = StateStore(tmp_path).load()
+    assert saved_file is not None
+    assert [(f.pack, f.key) for f in saved_file.latched] == [("b", "cell_ov_fault")]
+    again = Daemon(two_packs(tmp_path), env={})
+    core = again.gateway.pipeline.core
+    assert [(p, k) for p, k, _ in core.latched()] == [(1, "cell_ov_fault")]
+    core.reset_latched(1)
+    assert core.latched() == ()
+    # a pack that is no longer configured takes its faults with it
+    StateStore(tmp_path).save(saved_file)
+    settings, _ = load_settings(None, {"packs": [{"id": "a", "cells": 4, "sensors": 1}],
+                                       "gateway.state_dir": str(tmp_path)}, env={})  # fmt: skip
+    assert Daemon(settings, env={}).gateway.pipeline.core.latched() == ()
 
 
 def test_daemon_refuses_an_unwritable_state_dir(tmp_path: Path) -> None:

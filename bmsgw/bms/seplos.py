@@ -21,9 +21,9 @@ from bmsgw.bms.framing import BmsDecodeError, BmsReading, bit_flags
 from bmsgw.inverter.pylontech_rs485 import (
     CID1_BATTERY,
     VER,
+    InfoReader,  # the INFO reader of the same frame family
     Rs485Error,
     Rs485Frame,
-    _Reader,  # the INFO reader of the same frame family (private there; see the report)
     decode_frame,
     encode_frame,
 )
@@ -119,7 +119,7 @@ def decode_telemetry(info: bytes) -> SeplosTelemetry:
     """Telemetry INFO: DATA FLAG, COMMAND GROUP, M cells, N temperatures, current, voltage, residual
     capacity, P custom words (P >= 2: capacity and SOC; then rated capacity, cycles, SOH, port voltage)."""
     try:
-        r = _Reader(info)
+        r = InfoReader(info)
         r.u8()  # DATA FLAG
         group = r.u8()
         cells = tuple(r.u16() / 1000.0 for _ in range(r.u8()))
@@ -155,7 +155,7 @@ def decode_alarms(info: bytes) -> SeplosAlarms:
     """Telecommand INFO: DATA FLAG, COMMAND GROUP, M cell alarms, N temperature alarms, current and voltage
     alarms, P bit-alarm bytes (P >= 7 so that the on-off state is there; missing ones read 0)."""
     try:
-        r = _Reader(info)
+        r = InfoReader(info)
         r.u8()  # DATA FLAG
         group = r.u8()
         cells = r.take(r.u8())

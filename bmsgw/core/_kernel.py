@@ -302,6 +302,8 @@ EST_COUNTING = 1
 
 # Tuning constants (behaviour summarised in core.py's docstring; deliberately not configuration).
 MAX_GAP_S = 5.0  # no coulomb counting across sample gaps longer than this
+FULL_REST_SOC = 0.99  # at rest, a full episode needs a cell whose OCV says at least this
+FULL_TAIL_MIN = 0.1  # … otherwise charging current above this fraction of the tail current
 MAX_RAMP_DT_S = 5.0  # a ramp never advances more than this per step (sparse steps do not jump)
 REST_FILTER_S = 10.0  # time constant of the current average the rest timer looks at
 # EKF: initial uncertainty
@@ -1523,9 +1525,17 @@ class Kernel:
         cv = self.cell_v
         tail = self.tail_i[p]
         if self.vmax[p] >= self.chg_v - self.full_margin and -tail < cur < tail:
-            if self.full_since[p] < UNSET_BELOW:
+            # the episode starts while still charging at the CV level (tail current flowing), or at rest on
+            # the steep top of the OCV; a pack merely relaxing above the margin after a charge is not full
+            if self.full_since[p] < UNSET_BELOW and (
+                cur > FULL_TAIL_MIN * tail or self._soc_from_ocv(self.vmax[p]) >= FULL_REST_SOC
+            ):
                 self.full_since[p] = st
-            if self.full_done[p] == 0 and st - self.full_since[p] >= self.full_hold - TIME_EPS:
+            if (
+                self.full_done[p] == 0
+                and self.full_since[p] > UNSET_BELOW
+                and st - self.full_since[p] >= self.full_hold - TIME_EPS
+            ):
                 best = c0
                 for c in range(c0, c1):
                     if cv[c] > cv[best]:

@@ -180,6 +180,7 @@ ALARM_BITS: Final[dict[AlarmCode, int]] = {
     AlarmCode.PACK_ISOLATED: 13,
     AlarmCode.HISTORY_DEGRADED: 14,
     AlarmCode.THERMAL_RUNAWAY: 15,
+    AlarmCode.STATE_RESET: 16,
 }
 """Bit of each alarm code in the `alarms` registers (also SunSpec EvtVnd1)."""
 

@@ -57,6 +57,7 @@ __all__ = [
     "FrameSplitter",
     "FrameTooLongError",
     "Header",
+    "InfoReader",
     "LengthChecksumError",
     "Management",
     "ModuleAlarms",
@@ -455,7 +456,7 @@ def encode_analog(values: AnalogValues) -> bytes:
 
 def decode_analog(info: bytes, *, all_modules: bool) -> AnalogValues:
     """Parse a 0x42 response INFO (one record, or the value-byte count of records for 0xFF)."""
-    r = _Reader(info)
+    r = InfoReader(info)
     values = _decode_records(r, all_modules, _read_analog)
     r.end()
     return values
@@ -468,7 +469,7 @@ def encode_alarms(alarms: AlarmValues) -> bytes:
 
 def decode_alarms(info: bytes, *, all_modules: bool) -> AlarmValues:
     """Parse a 0x44 response INFO; bytes after the last record are ignored (a US3000C sends one more)."""
-    return _decode_records(_Reader(info), all_modules, _read_alarms)
+    return _decode_records(InfoReader(info), all_modules, _read_alarms)
 
 
 def encode_system_parameters(p: SystemParameters, infoflag: int = 0) -> bytes:
@@ -710,7 +711,7 @@ def _ascii(text: str, n: int, pad: bytes = b"\0") -> bytes:
     return text.encode("ascii", "replace")[:n].ljust(n, pad)
 
 
-class _Reader:
+class InfoReader:
     """Bounds-checked big-endian reads over INFO; PayloadError when it runs short or has bytes left."""
 
     __slots__ = ("_data", "_pos")
@@ -751,7 +752,7 @@ def _encode_records(records: ModuleRecords[_R], record: Callable[[_R], bytes]) -
     return bytes((_u8(records.flag), _u8(records.value))) + b"".join(record(m) for m in records.modules)
 
 
-def _decode_records(r: _Reader, all_modules: bool, read: Callable[[_Reader], _R]) -> ModuleRecords[_R]:
+def _decode_records(r: InfoReader, all_modules: bool, read: Callable[[InfoReader], _R]) -> ModuleRecords[_R]:
     flag, value = r.u8(), r.u8()
     return ModuleRecords(flag, value, tuple(read(r) for _ in range(value if all_modules else 1)))
 
@@ -777,7 +778,7 @@ def _analog_record(m: ModuleValues) -> bytes:
     return bytes(out)
 
 
-def _read_analog(r: _Reader) -> ModuleValues:
+def _read_analog(r: InfoReader) -> ModuleValues:
     cells = tuple(r.u16() * 1e-3 for _ in range(r.u8()))
     temps = tuple(_celsius(r.s16()) for _ in range(r.u8()))
     current, voltage = r.s16() * 0.1, r.u16() * 1e-3
@@ -798,7 +799,7 @@ def _alarm_record(m: ModuleAlarms) -> bytes:
     )  # fmt: skip
 
 
-def _read_alarms(r: _Reader) -> ModuleAlarms:
+def _read_alarms(r: InfoReader) -> ModuleAlarms:
     cells = r.take(r.u8())
     temps = r.take(r.u8())
     cc, mv, dc, s1, s2, s3, s4, s5 = r.take(8)
