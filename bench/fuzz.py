@@ -36,11 +36,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 from fake_bms import BmsModel
 
-from bmsgw.bms import daly, daly_modbus, jbd, jk, pack_can
+from bmsgw.bms import daly, daly_modbus, jbd, jk, lv_can, pack_can, pylontech, seplos
 from bmsgw.bms.framing import BmsDecodeError, FrameBuffer, Framing
 from bmsgw.config import Settings, load_settings
 from bmsgw.ems import Command
 from bmsgw.inverter import modbus_map, sunspec
+from bmsgw.inverter import pylontech_hv_can as hv
 from bmsgw.inverter import pylontech_rs485 as rs485
 from bmsgw.inverter._can_common import CanCodecError, decode_keepalive
 from bmsgw.inverter.sma_can import decode_inverter
@@ -239,6 +240,27 @@ def targets() -> list[Target]:
             "can-keepalive", [bytes(8)], lambda d: decode_keepalive(Frame(0x305, d[:8])), (CanCodecError,)
         ),
         Target("modbus-writes", [bytes(6)], _modbus_write, ()),
+        Target(
+            "seplos",
+            [
+                *_bms_answers("seplos", seplos.request(0x42, 0)),
+                *_bms_answers("seplos", seplos.request(0x44, 0)),
+            ],
+            _seplos,
+            (BmsDecodeError,),
+            _rs_wrap,
+        ),
+        Target(
+            "pylontech-rs485-input",
+            [a for c in (0x42, 0x44) for a in _bms_answers("pylontech-rs485", pylontech.request(c, 2))],
+            _pylon_input,
+            (BmsDecodeError,),
+            _rs_wrap,
+        ),
+        Target("lv-can-input", [bytes(9)], _lv_can, (BmsDecodeError,)),
+        Target(
+            "pylontech-hv-can-requests", [bytes(9), bytes([0, 2, 0, 0, 0, 0, 0, 0, 0])], _hv, (CanCodecError,)
+        ),
     ]
     out.append(
         Target("pylontech-rs485-server", rs_requests, lambda d: _rs_answer(d, state, stack), (), _rs_wrap)
@@ -257,6 +279,41 @@ def _jbd(frame: bytes) -> object:
 def _daly_modbus(frame: bytes) -> object:
     regs = daly_modbus.decode_response(frame)
     return None if regs is None else daly_modbus.decode_registers(regs)
+
+
+def _seplos(frame: bytes) -> object:
+    info = seplos.decode_response(frame, 0)
+    if info is None:
+        return None
+    for parse in (seplos.decode_telemetry, seplos.decode_alarms):
+        with contextlib.suppress(BmsDecodeError):
+            parse(info)
+    return info
+
+
+def _pylon_input(frame: bytes) -> object:
+    return pylontech.decode_analog_answer(frame, 2) or pylontech.decode_alarm_answer(frame, 2)
+
+
+_LV_IDS = (0x351, 0x355, 0x356, 0x359, 0x35A, 0x35C, 0x35E, 0x373, 0x305)
+
+
+def _lv_can(data: bytes) -> object:
+    """First byte picks the protocol and id; the rest (0..8 bytes) is the payload."""
+    if not data:
+        return None
+    protocol = ("pylontech-can", "sma-can")[data[0] & 1]
+    return lv_can.decode(protocol, Frame(_LV_IDS[(data[0] >> 1) % len(_LV_IDS)], data[1:9]))
+
+
+_HV_IDS = (0x4200, 0x8200, 0x8210, 0x8240, 0x4201, 0x8201, 0x4210)
+
+
+def _hv(data: bytes) -> object:
+    """First byte picks the id (and an id offset); the rest is the payload."""
+    if not data:
+        return None
+    return hv.decode_inverter(Frame(_HV_IDS[data[0] % len(_HV_IDS)], data[1:9], True), data[0] >> 7)
 
 
 def _rs_wrap(garbage: bytes) -> bytes:
@@ -309,6 +366,7 @@ def streams() -> dict[str, tuple[Framing, Decode, list[bytes]]]:
         "jk-stream": (jk.FRAMING, jk.decode_response, _bms_answers("jk", jk.read_all_request())),
         "jbd-stream": (jbd.FRAMING, _jbd, _bms_answers("jbd", jbd.request(0x03))),
         "daly-stream": (daly.FRAMING, daly.decode_frame, _bms_answers("daly", daly.request(0x40, 0x90))),
+        "seplos-stream": (seplos.FRAMING, _seplos, _bms_answers("seplos", seplos.request(0x42, 0))),
     }
 
 

@@ -53,6 +53,7 @@ def config(tmp: Path, port: str) -> Path:
         f'state_dir = "{tmp / "state"}"\n'
         "state_save_period_s = 1\n"
         "[web]\nenabled = false\n"
+        "[history]\nenabled = true\nflush_period_s = 1\nseries_period_s = 1\n"
         "[[packs]]\n"
         f'id = "jk1"\nsource = "jk"\nport = "{port}"\ncells = 16\nsensors = 2\ncapacity_ah = 100\n'
     )
