@@ -34,8 +34,8 @@ def test_short_fuzz_run_has_no_crash_or_hang(capsys: pytest.CaptureFixture[str])
         assert t["hangs"] == 0, t
         assert t["inputs"] >= 600
     # the generators reach both sides of every decoder: some inputs pass, some are refused
-    decoders = ("jk", "jbd", "daly", "daly-modbus", "pylontech-rs485-frame", "seplos", "pylontech-rs485-input",
-                "lv-can-input", "pylontech-hv-can-requests")  # fmt: skip
+    decoders = ("jk", "jbd", "daly", "daly-modbus", "pylontech-rs485-frame", "seplos",
+                "pylontech-rs485-input", "lv-can-input", "pylontech-hv-can-requests")  # fmt: skip
     for name in decoders:
         t = next(t for t in report["targets"] if t["name"] == name)
         assert t["accepted"] > 0, t
