@@ -125,6 +125,26 @@ class MultipackSection(_Section):
     share_filter_s: float = Field(10.0, gt=0, le=3600)
 
 
+class BalancingSection(_Section):
+    """[balancing]: the passive balancing planner (core/balancing.py) whose bleed mask goes to the packs."""
+
+    mode: Literal["passive", "off"] = "passive"
+    rule: Literal["auto", "soc", "voltage"] = "auto"  # auto: SOC at the top of charge for LFP, else voltage
+    period_s: float = Field(1.0, gt=0, le=600)
+    top_soc: float = Field(0.90, ge=0.5, le=1.0)
+    delta_pct: float = Field(0.2, gt=0, le=10)  # SOC rule: start at this spread (% of rated capacity)
+    start_v: float | None = Field(None, gt=0, lt=6)  # voltage rule; None: cell_v_max_warn − 0.1 V
+    delta_v: float = Field(0.015, gt=0, le=0.5)
+    hyst_v: float = Field(0.005, ge=0, le=0.5)
+    bleed_current_a: float = Field(0.2, ge=0, le=10)  # what the pack's bleed resistors draw per cell
+
+    @model_validator(mode="after")
+    def _hysteresis(self) -> BalancingSection:
+        if self.hyst_v >= self.delta_v:
+            raise ValueError(f"hyst_v ({self.hyst_v}) must be below delta_v ({self.delta_v})")
+        return self
+
+
 class LimitsSection(_Section):
     """[limits]: per-pack current limits and protection thresholds; None = chemistry default."""
 
@@ -376,6 +396,7 @@ class Settings(BaseSettings):
     can: CanSection = CanSection()
     limits: LimitsSection = LimitsSection()
     multipack: MultipackSection = MultipackSection()
+    balancing: BalancingSection = BalancingSection()
     outputs: list[OutputConfig] = Field(default_factory=list, max_length=8)
     web: WebSection = WebSection()
     mqtt: MqttSection = MqttSection()

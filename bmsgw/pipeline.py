@@ -12,12 +12,14 @@ from bmsgw.aggregator import Aggregator, Plausibility
 from bmsgw.bms_request import bind_requests
 from bmsgw.config import Settings
 from bmsgw.core import Core, CoreOutput, CoreParams, PackOutput
+from bmsgw.core.balancing import BalanceMode, BalanceParams, BalancePlanner, Balancing
 from bmsgw.core.chemistry import profile
 from bmsgw.ems import EmsCommands
 from bmsgw.energy_management import EnergyManager, EnergySaved
 from bmsgw.model import (
     Alarm,
     CellRef,
+    Chemistry,
     GatewayState,
     Limit,
     Limits,
@@ -29,6 +31,32 @@ from bmsgw.model import (
 from bmsgw.multipack import MultiPack, MultipackParams
 
 __all__ = ["Pipeline", "core_params"]
+
+
+def balancing(settings: Settings, params: CoreParams) -> Balancing:
+    """The balancing planners [balancing] describes (docs/configuration.md)."""
+    b = settings.balancing
+    soc_rule = b.rule == "soc" or (b.rule == "auto" and settings.chemistry is Chemistry.LFP)
+    planners = [
+        BalancePlanner(
+            p.cells,
+            BalanceParams(
+                mode=BalanceMode.PASSIVE,
+                soc_based=soc_rule,
+                top_soc=b.top_soc,
+                delta_ah=b.delta_pct / 100.0 * p.capacity_ah,
+                start_v=b.start_v if b.start_v is not None else params.cell_v_max_warn - 0.1,
+                delta_v=b.delta_v,
+                hyst_v=b.hyst_v,
+                rest_current_a=params.rest_current_a,
+                bleed_current_a=b.bleed_current_a,
+            ),
+        )
+        if b.mode == "passive"
+        else None
+        for p in settings.packs
+    ]
+    return Balancing(planners, [p.capacity_ah for p in settings.packs], b.period_s)
 
 
 def core_params(settings: Settings) -> CoreParams:
@@ -64,6 +92,7 @@ class Pipeline:
         """
         self.settings = settings
         self.params = core_params(settings)
+        self.balancing = balancing(settings, self.params)
         prof = profile(settings.chemistry)
         self._ids = tuple(p.id for p in settings.packs)
         self._capacity = tuple(p.capacity_ah for p in settings.packs)
@@ -130,6 +159,8 @@ class Pipeline:
         out: CoreOutput | None,
     ) -> GatewayState:
         latest = [self.aggregator.latest(i) for i in range(len(self._ids))]
+        self.balancing.step(t, usable, out.packs if out is not None else None)
+        masks = self.balancing.masks
         views = []
         for i, pid in enumerate(self._ids):
             po = out.packs[i] if out is not None else None
@@ -142,6 +173,7 @@ class Pipeline:
                 and prev[1] is latest[i]
                 and prev[2] is po
                 and (prev[3].service, prev[3].share) == (role.service, role.share)
+                and prev[3].balance_mask == masks[i]
             ):
                 views.append(prev[3])
                 continue
@@ -153,7 +185,7 @@ class Pipeline:
                 soc=po.soc if po is not None else math.nan,
                 soh=po.soh if po is not None else math.nan,
                 cell_soc=po.cell_soc if po is not None else None,
-                balance_mask=po.balance_mask if po is not None else 0,
+                balance_mask=masks[i],
                 contactor_open_request=role.contactor_open or (po is not None and po.contactor_open_request),
                 service=role.service,
                 share=role.share,

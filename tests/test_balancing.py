@@ -7,8 +7,10 @@ import math
 import numpy as np
 import pytest
 
+from bmsgw.config import ConfigError, load_settings
 from bmsgw.core.balancing import BalanceMode, BalanceParams, BalancePlanner
-from bmsgw.model import Chemistry
+from bmsgw.model import BmsFlags, Chemistry, GatewayState, PackSample
+from bmsgw.pipeline import Pipeline
 from bmsgw.sim.cells import SimPack, SimPackConfig
 
 CAP = np.full(4, 100.0)
@@ -115,3 +117,46 @@ def test_passive_balancing_narrows_the_spread_in_the_simulator() -> None:
 def test_params_are_checked() -> None:
     with pytest.raises(ValueError, match="hyst_v"):
         BalanceParams(delta_v=0.01, hyst_v=0.02)
+
+
+# --- in the gateway: [balancing] drives the bleed mask the pack bus carries -----------------------------
+
+
+def _pipeline(chemistry: str = "lfp", **balancing: object) -> Pipeline:
+    settings, _ = load_settings(
+        None,
+        {"packs": [{"id": "p", "cells": 4, "sensors": 1, "capacity_ah": 100, "chemistry": chemistry}],
+         "limits.estimator": "counting", "balancing": balancing},
+        env={},
+    )  # fmt: skip
+    top = [0.95, 0.96, 0.95, 0.95]  # cell 1 is 1 Ah ahead at the top of charge
+    return Pipeline(settings, [min(top)], initial_cell_soc=[top])
+
+
+def _run(pipe: Pipeline, v: list[float], current: float, seconds: int = 3) -> GatewayState:
+    flags = BmsFlags.CHARGE_FET | BmsFlags.DISCHARGE_FET
+    for k in range(seconds):
+        t = pipe.state.t + 1.0
+        pipe.submit(PackSample(0, t, np.array(v), np.array([25.0]), current, sum(v), flags, alive=k))
+        pipe.step(t)
+    return pipe.state
+
+
+def test_gateway_bleeds_the_cell_ahead_at_the_top_of_charge() -> None:
+    state = _run(_pipeline(), [3.40, 3.42, 3.40, 3.40], 2.0)
+    assert state.packs[0].balance_mask == 0b0010
+    state = _run(_pipeline(), [3.40, 3.42, 3.40, 3.40], -20.0)  # discharging: nothing
+    assert state.packs[0].balance_mask == 0
+
+
+def test_gateway_balancing_off_and_voltage_rule() -> None:
+    assert _run(_pipeline(mode="off"), [3.40, 3.42, 3.40, 3.40], 2.0).packs[0].balance_mask == 0
+    nmc = _pipeline("nmc", start_v=4.0)
+    assert _run(nmc, [4.10, 4.10, 4.13, 4.10], 2.0).packs[0].balance_mask == 0b0100
+
+
+def test_balancing_config_names_the_key() -> None:
+    with pytest.raises(ConfigError, match="hyst_v"):
+        load_settings(None, {"balancing": {"delta_v": 0.01, "hyst_v": 0.02}}, env={})
+    with pytest.raises(ConfigError, match=r"balancing\.mode"):
+        load_settings(None, {"balancing": {"mode": "magic"}}, env={})

@@ -26,13 +26,18 @@ from __future__ import annotations
 
 import enum
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from bmsgw.model import F64
+from bmsgw.model import F64, PackSample
 
-__all__ = ["BalanceMode", "BalanceParams", "BalancePlan", "BalancePlanner", "Transfer"]
+if TYPE_CHECKING:
+    from bmsgw.core.core import PackOutput
+
+__all__ = ["BalanceMode", "BalanceParams", "BalancePlan", "BalancePlanner", "Balancing", "Transfer"]
 
 
 class BalanceMode(enum.StrEnum):
@@ -207,3 +212,37 @@ class BalancePlanner:
 
 def _mask(on: np.ndarray) -> int:
     return sum(1 << int(i) for i in np.flatnonzero(on))
+
+
+class Balancing:
+    """Every pack's planner, run at most every `period_s` on the newest samples and core estimates."""
+
+    def __init__(
+        self, planners: Sequence[BalancePlanner | None], rated_ah: Sequence[float], period_s: float
+    ) -> None:
+        self.planners = list(planners)
+        self.rated_ah = [float(x) for x in rated_ah]
+        self.period_s = period_s
+        self.masks: tuple[int, ...] = (0,) * len(self.planners)
+        self._next = -math.inf
+
+    def step(
+        self, t: float, samples: Sequence[PackSample | None], estimates: Sequence[PackOutput] | None
+    ) -> None:
+        """Re-plan at `t` when the period is up; a pack without a sample or estimate bleeds nothing."""
+        if t < self._next:
+            return
+        self._next = t + self.period_s
+        masks = []
+        for i, planner in enumerate(self.planners):
+            s = samples[i]
+            po = estimates[i] if estimates is not None else None
+            if planner is None or s is None or po is None or len(po.cell_soc) != len(s.cell_v):
+                masks.append(0)
+                continue
+            cap = self.rated_ah[i]
+            capacity = np.full(len(s.cell_v), cap)
+            if po.health is not None and np.isfinite(po.health.cell_capacity_ah).all():
+                capacity = po.health.cell_capacity_ah
+            masks.append(planner.plan(s.cell_v, po.cell_soc, capacity, s.current, t, po.anchors).mask)
+        self.masks = tuple(masks)
