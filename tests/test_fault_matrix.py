@@ -9,7 +9,7 @@ Sources (every kind of bmsgw.sources.SOURCES, one pack each, Pylontech CAN out, 
       freeze there;
   (d) implausible cell voltage / temperature: excluded, SENSOR_FAULT, safe limits, recovery when it ends;
   (e) serial: the port (a by-id symlink to a pty) disappears and comes back; silent boards on a shared
-      RS485 line must not starve a healthy one (xfail: they do, see the test);
+      RS485 line must not starve a healthy one;
   (f) CAN error frames on the pack bus are counted, never data, never a crash. Bus-off cannot be produced
       on python-can's virtual interface; what is tested instead is the adapter failing under the source
       (the python-can bus shut down from under the notifier): the source reopens it with backoff.
@@ -221,15 +221,7 @@ async def test_vanishing_serial_port_is_safe_then_recovers(kind: str, tmp_path: 
     "dead",
     [
         1,
-        pytest.param(
-            2,
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="bug: each silent board on a shared RS485 line holds the line for timeout x attempts "
-                "(1 s x 3 live) per poll, so with two silent boards the healthy one is polled only every "
-                "~6 s > stale_after_s = 5 s: it flaps STALE and the limits drop to 0 (COMM_LOST)",
-            ),
-        ),
+        2,  # was a bug: each silent board held the line for timeout x attempts on every poll
     ],
 )
 async def test_silent_boards_on_a_shared_line_do_not_starve_a_healthy_one(dead: int) -> None:

@@ -45,6 +45,7 @@ T = TypeVar("T")
 REQUEST_TIMEOUT_S = 1.0  # per request attempt (the longest answer, 32 JBD cells at 9600 baud, is ~80 ms)
 ATTEMPTS = 3  # per request of a poll
 BACKOFF_MIN_S, BACKOFF_MAX_S = 0.5, 30.0
+DEAD_POLL_MAX_S = 30.0  # a silent board on a shared line is polled at least this often
 
 
 class NoAnswerError(Exception):
@@ -266,6 +267,8 @@ class SerialBmsSource:
         self._buf = FrameBuffer(self._driver.framing)
         self._alive = dict.fromkeys(packs, 0)
         self._answering = dict.fromkeys(packs, True)
+        self._misses = dict.fromkeys(packs, 0)  # polls in a row without an answer
+        self._ever: set[int] = set()  # packs that answered at least once
         self.polls = 0
         self.samples = 0
         self.no_answer = 0  # polls that timed out
@@ -327,14 +330,22 @@ class SerialBmsSource:
             if wait > 0:
                 await asyncio.sleep(wait / clock.speed)
             await self._poll(link, i, address)
-            due[i] = max(due[i] + interval, clock.now())
+            delay = interval
+            if self._misses[i] and len(self._packs) > 1:
+                # a silent board must not starve the others sharing the line: poll it less and less often
+                delay = min(interval * 2 ** min(self._misses[i], 6), max(interval, DEAD_POLL_MAX_S))
+            due[i] = max(due[i] + delay, clock.now())
 
     async def _poll(self, link: Link, pack: int, address: int) -> None:
         self.polls += 1
         link.log.clear()
+        attempts = link.attempts
+        if pack not in self._ever or not self._answering[pack]:
+            link.attempts = 1  # retries are for a board that answers; a silent one would hold the line
         try:
             reading = await self._driver.poll(link, address)
         except NoAnswerError as exc:
+            self._misses[pack] += 1
             self.no_answer += 1
             self.last_error = str(exc)
             if self._answering[pack]:
@@ -348,6 +359,10 @@ class SerialBmsSource:
             self.bad_polls += 1
             self.last_error = str(exc)
             return
+        finally:
+            link.attempts = attempts
+        self._misses[pack] = 0
+        self._ever.add(pack)
         if not self._answering[pack]:
             _log.info("serial BMS answering again", kind=self.kind, port=self.port, address=address)
         self._answering[pack] = True
