@@ -178,6 +178,10 @@ async def test_dashboard_renders_state_and_follows_live_updates() -> None:
             await b.evaluate("document.querySelector('[data-pack=p1] .cellt.min .mv').textContent") == "3.290"
         )
         assert "Discharging" in await b.evaluate("document.querySelector('.flow').textContent")
+        health = state.packs[0].health
+        assert health is not None  # the pack's equivalent full cycles, as the state holds them
+        cycles = await b.evaluate("document.querySelector('[data-pack=p1] .cycles').textContent")
+        assert float(cycles) == pytest.approx(health.equivalent_full_cycles, abs=0.05)
         assert await b.evaluate("document.getElementById('conn').dataset.state") == "live"
 
         # Live: the pack changes, the page follows through /api/events without reloading.

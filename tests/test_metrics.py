@@ -32,12 +32,12 @@ from bmsgw.pipeline import Pipeline
 from bmsgw.telemetry.metrics import IoCounter, PackEnergy, exposition
 
 # Prometheus naming: base units, plural suffix; watts as the one convenience unit; _total for counters.
-UNIT = re.compile(r"_(volts|amperes|celsius|ratio|seconds|joules|watts)$")
+UNIT = re.compile(r"_(volts|amperes|celsius|ratio|seconds|joules|watts|coulombs)$")
 UNITLESS = {  # counts, states and flags
     "bmsgw_build_info", "bmsgw_packs_online", "bmsgw_packs_configured", "bmsgw_charge_enabled",
     "bmsgw_discharge_enabled", "bmsgw_force_charge_requested", "bmsgw_full_charge_requested",
     "bmsgw_alarm_active", "bmsgw_alarm_level", "bmsgw_pack_status", "bmsgw_pack_online",
-    "bmsgw_pack_balancing_cells", "bmsgw_cell_balancing",
+    "bmsgw_pack_balancing_cells", "bmsgw_cell_balancing", "bmsgw_pack_equivalent_full_cycles",
 }  # fmt: skip
 
 
@@ -106,6 +106,12 @@ async def test_metrics_of_a_running_gateway() -> None:
     assert by_labels(m["bmsgw_pack_discharged_energy_joules_total"], pack="p1").value > 0
     assert by_labels(m["bmsgw_pack_charged_energy_joules_total"], pack="p1").value == 0
     assert 0 <= m["bmsgw_last_step_age_seconds"][0].value < 1
+    health = state.packs[0].health
+    assert health is not None
+    cycles = by_labels(m["bmsgw_pack_equivalent_full_cycles"], pack="p1").value
+    assert cycles == pytest.approx(health.equivalent_full_cycles, abs=1e-3)
+    cap = by_labels(m["bmsgw_pack_capacity_coulombs"], pack="p1").value
+    assert cap == pytest.approx(health.capacity_ah * 3600.0, rel=1e-3)
 
 
 def _state(alarms: tuple[Alarm, ...], pack_id: str, status: PackStatus = PackStatus.ONLINE) -> GatewayState:

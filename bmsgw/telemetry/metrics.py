@@ -168,6 +168,8 @@ def _packs(m: _Writer, state: GatewayState) -> None:
     up: _Rows = []
     soc: _Rows = []
     soh: _Rows = []
+    cycles: _Rows = []
+    cap_ah: _Rows = []
     volts: _Rows = []
     amps: _Rows = []
     watts: _Rows = []
@@ -184,6 +186,9 @@ def _packs(m: _Writer, state: GatewayState) -> None:
         up.append((pack, online))
         soc.append((pack, view.soc))
         soh.append((pack, view.soh))
+        if view.health is not None:
+            cycles.append((pack, view.health.equivalent_full_cycles))
+            cap_ah.append((pack, view.health.capacity_ah * 3600.0))
         s = view.sample
         if not online or s is None:
             continue
@@ -203,6 +208,8 @@ def _packs(m: _Writer, state: GatewayState) -> None:
     m.gauge("bmsgw_pack_online", "Pack data used by the core (1) or not (0).", up)
     m.gauge("bmsgw_pack_soc_ratio", "Pack state of charge (0..1).", soc)
     m.gauge("bmsgw_pack_soh_ratio", "Pack state of health (0..1).", soh)
+    m.gauge("bmsgw_pack_equivalent_full_cycles", "Charge throughput / 2 / rated capacity.", cycles)
+    m.gauge("bmsgw_pack_capacity_coulombs", "Usable capacity estimate (weakest cell), A·s.", cap_ah)
     m.gauge("bmsgw_pack_voltage_volts", "Pack voltage.", volts)
     m.gauge("bmsgw_pack_current_amperes", "Pack current, positive = charging.", amps)
     m.gauge("bmsgw_pack_power_watts", "Pack power, positive = charging.", watts)

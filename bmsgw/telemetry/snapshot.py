@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from bmsgw.model import Alarm, BmsFlags, CellRef, Forecast, GatewayState, Limit, PackView
+from bmsgw.model import Alarm, BmsFlags, CellRef, Forecast, GatewayState, Limit, PackHealth, PackView
 
 __all__ = ["finite", "state_dict"]
 
@@ -86,6 +86,23 @@ def _alarm(alarm: Alarm, ids: list[str]) -> dict[str, Any]:
     }
 
 
+def _health(h: PackHealth | None) -> dict[str, Any] | None:
+    if h is None:
+        return None
+    return {
+        "soh_capacity": finite(h.soh_capacity),
+        "soh_resistance": finite(h.soh_resistance),
+        "capacity_ah": finite(h.capacity_ah),
+        "r0_ohm": finite(h.r0_ohm),
+        "equivalent_full_cycles": finite(h.equivalent_full_cycles),
+        "calendar_days": finite(h.calendar_days),
+        "dod_histogram": list(h.dod_histogram),
+        "cell_capacity_ah": [finite(x) for x in h.cell_capacity_ah],
+        "cell_r0_ohm": [finite(x) for x in h.cell_r0_ohm],
+        "cell_self_discharge_pct_day": [finite(x) for x in h.cell_self_discharge_pct_day],
+    }
+
+
 def _pack(view: PackView, t: float) -> dict[str, Any]:
     s = view.sample
     out: dict[str, Any] = {
@@ -99,6 +116,7 @@ def _pack(view: PackView, t: float) -> dict[str, Any]:
         "service": view.service.value,  # multi-pack: running, ramping, joining, isolated, absent
         "share": finite(view.share),  # fraction of the system current assumed for this pack
         "cell_soc": [finite(x) for x in view.cell_soc] if view.cell_soc is not None else None,
+        "health": _health(view.health),
     }
     if s is None:
         return out | {"sample": None}

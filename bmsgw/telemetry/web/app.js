@@ -224,6 +224,8 @@ function renderPack(p, st) {
     h("span", { class: "stats" },
       "SOC ", h("b", { text: `${pct(p.soc, 1)} %` }),
       "  ·  SOH ", h("b", { text: `${pct(p.soh, 0)} %` }),
+      p.health && isNum(p.health.equivalent_full_cycles)
+        ? ["  ·  ", h("b", { class: "cycles", text: fixed(p.health.equivalent_full_cycles, 1) }), " cycles"] : null,
       smp ? ["  ·  ", h("b", { text: `${fixed(smp.voltage, 2)} V` }), "  ·  ", h("b", { text: `${fixed(smp.current, 1)} A` }),
         "  ·  ", h("b", { text: power(smp.power).join(" ") })] : null));
   const card = h("section", { class: "card pack", "data-pack": p.id, "aria-label": `Pack ${p.id}` }, head);
