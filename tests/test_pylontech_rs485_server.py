@@ -317,6 +317,34 @@ async def test_random_garbage_over_tcp_then_a_valid_request() -> None:
         assert out.errors > 0
 
 
+async def test_tcp_sessions_are_capped_and_idle_ones_closed() -> None:
+    s = rig_settings()
+    state = live_pipeline(s).state
+    async with serving(s, lambda: state) as out:
+        assert out.tcp_address is not None
+        out.max_sessions, out.idle_s = 3, 0.3
+        held = [await asyncio.open_connection(*out.tcp_address) for _ in range(3)]
+        await asyncio.sleep(0.05)
+        extra_r, extra_w = await asyncio.open_connection(*out.tcp_address)
+        assert await asyncio.wait_for(extra_r.read(100), 2) == b""  # closed at once: 3 already open
+        assert out.refused == 1
+        extra_w.close()
+        # the idle ones are closed after idle_s; an active one keeps its session
+        active_r, active_w = held[0]
+        for _ in range(4):
+            active_w.write(pr.encode_request(Command.PROTOCOL_VERSION, 0))
+            await active_w.drain()
+            assert (await asyncio.wait_for(active_r.readuntil(b"\r"), 2)).startswith(b"~")
+            await asyncio.sleep(0.15)
+        for r, _ in held[1:]:
+            assert await asyncio.wait_for(r.read(100), 2) == b""
+        assert out.idle_closed == 2
+        (again,) = await exchange(out, pr.encode_request(Command.PROTOCOL_VERSION, 0))  # room again
+        assert again.cid2 == Rtn.NORMAL
+        for _, w in held:
+            w.close()
+
+
 # --- the serial port: vanishes, comes back ----------------------------------------------------------------
 
 

@@ -23,9 +23,11 @@ from bmsgw.model import GatewayState
 from bmsgw.pipeline import core_params
 from bmsgw.transport.serial import SerialError, open_serial
 
-__all__ = ["DEFAULT_BAUDRATE", "PylontechRs485Output", "stack_info"]
+__all__ = ["DEFAULT_BAUDRATE", "MAX_TCP_SESSIONS", "TCP_IDLE_S", "PylontechRs485Output", "stack_info"]
 
 DEFAULT_BAUDRATE = 115200  # V3.3 §2.1; 9600 when DIP switch 1 is set on the master
+MAX_TCP_SESSIONS = 16  # concurrent TCP clients; more are closed at once
+TCP_IDLE_S = 300.0  # a TCP client silent this long (wall seconds) is closed; inverters poll every few s
 _READ_SIZE = 4096
 _BACKOFF_S = (0.5, 30.0)  # first retry, ceiling (doubling in between)
 
@@ -73,6 +75,10 @@ class PylontechRs485Output:
         self.errors = 0  # candidates refused (answered with an RTN error or dropped)
         self.garbage = 0  # bytes outside any frame, discarded
         self.serial_opens = 0  # successful serial (re)opens
+        self.max_sessions = MAX_TCP_SESSIONS
+        self.idle_s = TCP_IDLE_S
+        self.refused = 0  # TCP connections refused: max_sessions already open
+        self.idle_closed = 0  # TCP sessions closed after idle_s without a byte
         self.tcp_address: tuple[str, int] | None = None  # where the TCP listener is bound, once it is
 
     async def run(self) -> None:
@@ -97,11 +103,14 @@ class PylontechRs485Output:
             _log.debug("pylontech-rs485 request refused", error=str(result.error))
         return result.reply
 
-    async def _session(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        """Answer requests on one connection until EOF; closes the writer."""
+    async def _session(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, idle_s: float | None = None
+    ) -> None:
+        """Answer requests on one connection until EOF (or `idle_s` wall seconds without a byte); closes the
+        writer."""
         splitter = FrameSplitter()
         try:
-            while data := await reader.read(_READ_SIZE):
+            while data := await asyncio.wait_for(reader.read(_READ_SIZE), idle_s):
                 before = splitter.discarded
                 for raw in splitter.feed(data):
                     out = self.reply(raw)
@@ -140,9 +149,16 @@ class PylontechRs485Output:
         async def client(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
             task = asyncio.current_task()
             assert task is not None
+            if len(sessions) >= self.max_sessions:  # an inverter needs one; a flood of idle sockets none
+                self.refused += 1
+                writer.close()
+                return
             sessions[task] = writer
             try:
-                await self._session(reader, writer)
+                await self._session(reader, writer, self.idle_s)
+            except TimeoutError:  # (an OSError too: before it)
+                self.idle_closed += 1
+                _log.debug("pylontech-rs485 idle client closed", idle_s=self.idle_s)
             except OSError as exc:  # reset by peer
                 _log.debug("pylontech-rs485 client dropped", error=str(exc))
             finally:
