@@ -18,7 +18,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Final
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from bmsgw.config import Settings
 from bmsgw.ems import cap
@@ -27,7 +27,7 @@ from bmsgw.forecast import LoadProfile, ProfileLearner, forecast, hour_of_week
 from bmsgw.model import Forecast, Limits, Reason
 from bmsgw.reserve import FullChargeTimer, Hysteresis, taper
 from bmsgw.schedule import IDLE, Directive, Schedule, local_time
-from bmsgw.state import atomic_write
+from bmsgw.state import atomic_write, load_versioned
 
 __all__ = [
     "FILE_NAME",
@@ -215,18 +215,4 @@ class EnergyStore:
 
     def load(self) -> EnergySaved | None:
         """The saved state, None without a file; EnergyFileError when it is unreadable or invalid."""
-        try:
-            data = self.path.read_bytes()
-        except FileNotFoundError:
-            return None
-        except OSError as exc:
-            raise EnergyFileError(f"{self.path}: cannot read: {exc.strerror or exc}") from None
-        try:
-            saved = EnergySaved.model_validate_json(data)
-        except ValidationError as exc:
-            first = exc.errors()[0]
-            where = ".".join(str(x) for x in first["loc"]) or "(top level)"
-            raise EnergyFileError(f"{self.path}: not a valid energy state: {where}: {first['msg']}") from None
-        if saved.version != VERSION:
-            raise EnergyFileError(f"{self.path}: version {saved.version}, expected {VERSION}")
-        return saved
+        return load_versioned(self.path, EnergySaved, "energy state", EnergyFileError)

@@ -15,7 +15,7 @@ import tempfile
 import threading
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -39,6 +39,7 @@ __all__ = [
 
 FILE_NAME = "estimator.json"
 VERSION = 1
+_M = TypeVar("_M", bound=BaseModel)
 
 _Soc = Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False)]
 _Finite = Annotated[float, Field(allow_inf_nan=False)]
@@ -223,23 +224,28 @@ class StateStore:
 
     def load(self) -> EstimatorState | None:
         """The saved state, None if there is no file; StateFileError if it is unreadable or invalid."""
-        try:
-            data = self.path.read_bytes()
-        except FileNotFoundError:
-            return None
-        except OSError as exc:
-            raise StateFileError(f"{self.path}: cannot read: {exc.strerror or exc}") from None
-        try:
-            state = EstimatorState.model_validate_json(data)
-        except ValidationError as exc:
-            first = exc.errors()[0]
-            where = ".".join(str(x) for x in first["loc"]) or "(top level)"
-            raise StateFileError(
-                f"{self.path}: not a valid estimator state: {where}: {first['msg']}"
-            ) from None
-        if state.version != VERSION:
-            raise StateFileError(f"{self.path}: version {state.version}, expected {VERSION}")
-        return state
+        return load_versioned(self.path, EstimatorState, "estimator state", StateFileError)
+
+
+def load_versioned(path: Path, model: type[_M], what: str, error: type[Exception]) -> _M | None:
+    """`model` from the JSON file at `path` (its `version` must be the model's default); None without a
+    file; `error` naming the file and the first problem when it is unreadable or invalid."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise error(f"{path}: cannot read: {exc.strerror or exc}") from None
+    try:
+        loaded = model.model_validate_json(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(x) for x in first["loc"]) or "(top level)"
+        raise error(f"{path}: not a valid {what}: {where}: {first['msg']}") from None
+    expected = model.model_fields["version"].default
+    if getattr(loaded, "version", None) != expected:
+        raise error(f"{path}: version {getattr(loaded, 'version', None)}, expected {expected}")
+    return loaded
 
 
 def atomic_write(path: Path, data: bytes) -> None:
