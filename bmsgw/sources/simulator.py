@@ -105,6 +105,7 @@ class SimulatedPacks:
                     sensors=p.sensors,
                     initial_soc=0.5 if soc0 is None else soc0,
                     seed=seed + i,
+                    hysteresis=1.0,  # the chemistry's own OCV hysteresis (LFP: what the estimator models)
                 )
             )
             for i, p in enumerate(packs)
