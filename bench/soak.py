@@ -1,6 +1,6 @@
 """Soak: an accelerated 24 h simulated run of the whole gateway with its RSS sampled.
 
-    python bench/soak.py [--hours 24] [--speed 2000] [--packs 2] [--json]
+    python bench/soak.py [--hours 24] [--speed 2000] [--packs 2] [--set KEY=VALUE ...] [--json]
 
 Runs `bmsgw simulate` as a child process (simulated packs on a virtual CAN bus, the default outputs, the
 web service on a free port with its history buffer, state kept in a scratch directory) and samples the
@@ -38,6 +38,7 @@ def main() -> int:
     ap.add_argument("--hours", type=float, default=24.0)
     ap.add_argument("--speed", type=float, default=2000.0)
     ap.add_argument("--packs", type=int, default=2)
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="passed to simulate")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     duration = args.hours * 3600.0
@@ -46,6 +47,7 @@ def main() -> int:
             sys.executable, "-m", "bmsgw", "simulate", "--quiet", "--duration", str(duration),
             "--speed", str(args.speed), "--packs", str(args.packs), "--start-hour", "0",
             "--set", "web.port=0", "--set", f"gateway.state_dir={tmp}",
+            *(x for kv in args.set for x in ("--set", kv)),
         ]  # fmt: skip
         t0 = time.monotonic()
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
