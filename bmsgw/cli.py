@@ -412,9 +412,9 @@ def _cmd_probe(args: argparse.Namespace) -> int:
 
 def _warn_token_readable(config: Path | None, origin: dict[str, Source]) -> None:
     if origin.get("web.token") is Source.FILE:
-        from bmsgw.telemetry.web import warn_if_token_readable
+        from bmsgw.telemetry.web import warn_if_secrets_readable
 
-        warn_if_token_readable(config, origin)
+        warn_if_secrets_readable(config, origin)
 
 
 def _cmd_healthcheck(args: argparse.Namespace) -> int:

@@ -27,7 +27,7 @@ from bmsgw.core import IS_COMPILED
 from bmsgw.model import AlarmCode, AlarmLevel, PackStatus, Reason
 from bmsgw.telemetry import build_services
 from bmsgw.telemetry.snapshot import state_dict
-from bmsgw.telemetry.web import WebService, warn_if_token_readable
+from bmsgw.telemetry.web import WebService, warn_if_secrets_readable
 from bmsgw.transport.can_bus import AsyncCanBus
 
 
@@ -426,11 +426,11 @@ def test_token_warning_for_a_world_readable_config(tmp_path: Path) -> None:
     cfg = tmp_path / "bmsgw.toml"
     cfg.write_text(f'[web]\ntoken = "{TOKEN}"\n')
     cfg.chmod(0o644)
-    assert warn_if_token_readable(cfg, {"web.token": Source.FILE})
-    assert not warn_if_token_readable(cfg, {"web.token": Source.ENV})  # the file does not hold it
-    assert warn_if_token_readable(cfg, {"mqtt.password": Source.FILE})  # any secret counts
+    assert warn_if_secrets_readable(cfg, {"web.token": Source.FILE})
+    assert not warn_if_secrets_readable(cfg, {"web.token": Source.ENV})  # the file does not hold it
+    assert warn_if_secrets_readable(cfg, {"mqtt.password": Source.FILE})  # any secret counts
     cfg.chmod(0o640)
-    assert not warn_if_token_readable(cfg, {"web.token": Source.FILE})
+    assert not warn_if_secrets_readable(cfg, {"web.token": Source.FILE})
 
 
 def test_pack_status_vocabulary_is_the_models() -> None:

@@ -40,7 +40,7 @@ from bmsgw.telemetry.snapshot import state_dict
 if TYPE_CHECKING:
     from bmsgw.app import Gateway
 
-__all__ = ["STATIC_DIR", "WebService", "warn_if_token_readable", "web_service"]
+__all__ = ["STATIC_DIR", "WebService", "warn_if_secrets_readable", "web_service"]
 
 STATIC_DIR = Path(__file__).with_name("web")
 EVENT_PERIOD_S = 1.0  # at most one SSE state event per second and client
@@ -72,7 +72,7 @@ def web_service(gateway: Gateway) -> WebService | None:
 SECRET_KEYS = ("web.token", "mqtt.password")
 
 
-def warn_if_token_readable(config: Path | None, origin: Mapping[str, Source]) -> bool:
+def warn_if_secrets_readable(config: Path | None, origin: Mapping[str, Source]) -> bool:
     """Warn (and return True) when a secret ([web] token, [mqtt] password) is in a world-readable file."""
     held = [key for key in SECRET_KEYS if origin.get(key) is Source.FILE]
     if config is None or not held:
