@@ -16,7 +16,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from fake_bms import BmsModel, FakeBms, running
+from fake_bms import BmsModel, FakeBms
+from fakes import running
 from ptys import pty_pair
 
 from bmsgw.core.chemistry import profile, soc_from_ocv

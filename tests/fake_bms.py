@@ -4,11 +4,8 @@ in reverse, answering over a real pty."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from ptys import PtyPair
 
@@ -209,17 +206,3 @@ def load_ascii_frames(vendor: str) -> dict[str, bytes]:
             label, _, text = line.partition("=")
             out[label.strip()] = text.strip().encode("ascii") + b"\r"
     return out
-
-
-@contextlib.asynccontextmanager
-async def running(*coros: Callable[[], Coroutine[Any, Any, None]]) -> AsyncIterator[None]:
-    """Run the coroutines as tasks while inside; cancel them on the way out (their errors surface)."""
-    tasks = [asyncio.create_task(c()) for c in coros]
-    try:
-        yield
-    finally:
-        for task in tasks:
-            task.cancel()
-        errors = [r for r in await asyncio.gather(*tasks, return_exceptions=True) if isinstance(r, Exception)]
-        if errors:
-            raise errors[0]

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import struct
-from collections.abc import Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -72,6 +73,20 @@ async def run_fake_pack(bus: AsyncCanBus, model: PackModel, period_s: float) -> 
             await bus.send(frame)
         tick += 1
         await asyncio.sleep(period_s)
+
+
+@contextlib.asynccontextmanager
+async def running(*coros: Callable[[], Coroutine[Any, Any, None]]) -> AsyncIterator[None]:
+    """Run the coroutines as tasks while inside; cancel them on the way out (their errors surface)."""
+    tasks = [asyncio.create_task(c()) for c in coros]
+    try:
+        yield
+    finally:
+        for task in tasks:
+            task.cancel()
+        errors = [r for r in await asyncio.gather(*tasks, return_exceptions=True) if isinstance(r, Exception)]
+        if errors:
+            raise errors[0]
 
 
 # --- GatewayState builders for inverter codec tests ----------------------------------------------------

@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fake_bms import BmsModel, FakeBms, running
-from fakes import Decoded, PackModel, decode_pylon, lim, make_state, run_fake_pack
+from fake_bms import BmsModel, FakeBms
+from fakes import Decoded, PackModel, decode_pylon, lim, make_state, run_fake_pack, running
 from ptys import PtyPair, pty_pair
 from test_gateway_e2e import Inverter
 from test_serial_sources import until

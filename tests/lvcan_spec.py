@@ -26,6 +26,7 @@ from fakes import (
     lim,
     make_state,
     run_fake_pack,
+    running,
 )
 from hypothesis import strategies as st
 
@@ -250,17 +251,9 @@ async def gateway_rig(protocols: Sequence[str], name: str = "bmsgw") -> AsyncIte
         pack_bus = await stack.enter_async_context(AsyncCanBus("virtual", pack_ch))
         buses = [await stack.enter_async_context(AsyncCanBus("virtual", ch)) for ch in channels]
         listeners = [Listener(b) for b in buses]
-        tasks = [
-            asyncio.create_task(gateway.run()),
-            asyncio.create_task(run_fake_pack(pack_bus, pack, 0.1 / SPEED)),
-            *(asyncio.create_task(li.run()) for li in listeners),
-        ]
-        try:
+        fake_pack = lambda: run_fake_pack(pack_bus, pack, 0.1 / SPEED)  # noqa: E731
+        async with running(gateway.run, fake_pack, *(li.run for li in listeners)):
             yield Rig(gateway, pack, listeners, buses)
-        finally:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
 
 
 @contextlib.asynccontextmanager
@@ -273,13 +266,8 @@ async def output_on_bus(
     output = CanOutput(cfg, ScaledClock(speed), state, name=name)
     async with AsyncCanBus("virtual", channel) as bus:
         listener = Listener(bus)
-        tasks = [asyncio.create_task(output.run()), asyncio.create_task(listener.run())]
-        try:
+        async with running(output.run, listener.run):
             yield output, listener
-        finally:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
 
 
 # --- what 0x35A must say ------------------------------------------------------------------------------------

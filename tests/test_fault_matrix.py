@@ -38,8 +38,8 @@ from typing import TypeVar
 
 import can
 import pytest
-from fake_bms import BmsModel, FakeBms, running
-from fakes import A_COMM, P_SYS, Decoded
+from fake_bms import BmsModel, FakeBms
+from fakes import A_COMM, P_SYS, Decoded, running
 from fault_rig import (
     KINDS,
     MARGIN_S,

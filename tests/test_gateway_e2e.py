@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -11,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pytest
-from fakes import A_COMM, P_OV, P_SYS, Decoded, PackModel, decode_pylon, run_fake_pack
+from fakes import A_COMM, P_OV, P_SYS, Decoded, PackModel, decode_pylon, run_fake_pack, running
 
 from bmsgw.app import Gateway
 from bmsgw.clock import ScaledClock
@@ -88,19 +87,8 @@ async def rig() -> AsyncIterator[Rig]:
     pack = PackModel()
     async with AsyncCanBus("virtual", pack_ch) as pack_bus, AsyncCanBus("virtual", out_ch) as inv_bus:
         inverter = Inverter(inv_bus)
-        tasks = [
-            asyncio.create_task(gateway.run()),
-            asyncio.create_task(run_fake_pack(pack_bus, pack, 0.1 / SPEED)),
-            asyncio.create_task(inverter.run()),
-        ]
-        try:
+        async with running(gateway.run, lambda: run_fake_pack(pack_bus, pack, 0.1 / SPEED), inverter.run):
             yield Rig(gateway, pack, inverter)
-        finally:
-            for task in tasks:
-                task.cancel()
-            for task in tasks:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
 
 
 async def test_pack_frames_in_pylontech_frames_out(rig: Rig) -> None:

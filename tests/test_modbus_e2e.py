@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import pytest
-from fakes import A_COMM, PackModel, run_fake_pack
+from fakes import A_COMM, PackModel, run_fake_pack, running
 from modbus_support import tcp_client, until
 from test_gateway_e2e import Inverter
 from test_modbus_tcp import scan
@@ -69,20 +68,9 @@ async def rig() -> AsyncIterator[Rig]:
     pack = PackModel()
     async with AsyncCanBus("virtual", pack_ch) as pack_bus, AsyncCanBus("virtual", out_ch) as inv_bus:
         inverter = Inverter(inv_bus)
-        tasks = [
-            asyncio.create_task(gateway.run()),
-            asyncio.create_task(run_fake_pack(pack_bus, pack, 0.1 / SPEED)),
-            asyncio.create_task(inverter.run()),
-        ]
-        try:
+        async with running(gateway.run, lambda: run_fake_pack(pack_bus, pack, 0.1 / SPEED), inverter.run):
             await until(lambda: modbus.listening)
             yield Rig(gateway, pack, inverter, modbus)
-        finally:
-            for task in tasks:
-                task.cancel()
-            for task in tasks:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
 
 
 async def test_sunspec_and_pylontech_can_agree(rig: Rig) -> None:

@@ -7,7 +7,7 @@ import contextlib
 import uuid
 
 import pytest
-from fakes import A_COMM, PackModel, run_fake_pack
+from fakes import A_COMM, PackModel, run_fake_pack, running
 from test_gateway_e2e import Inverter
 
 from bmsgw.app import Gateway
@@ -69,13 +69,8 @@ async def test_a_pack_is_cut_the_others_run_and_it_rejoins_ramped() -> None:
     ):
         inverter = Inverter(inv_bus)
         commands = Commands(cmd_bus)
-        tasks = [
-            asyncio.create_task(gateway.run()),
-            *(asyncio.create_task(run_fake_pack(pack_bus, p, 0.1 / SPEED)) for p in packs),
-            asyncio.create_task(inverter.run()),
-            asyncio.create_task(commands.run()),
-        ]
-        try:
+        fake_packs = [lambda p=p: run_fake_pack(pack_bus, p, 0.1 / SPEED) for p in packs]
+        async with running(gateway.run, *fake_packs, inverter.run, commands.run):
             # equal currents (10 A each): 50 A per pack over a third of the current each
             f = await inverter.until(lambda f: f.modules == N and near(f.ccl, N * MAX_CHARGE), within=10.0)
             assert f.current == pytest.approx(30.0, abs=0.1)
@@ -104,9 +99,3 @@ async def test_a_pack_is_cut_the_others_run_and_it_rejoins_ramped() -> None:
             assert A_COMM not in mid.flags
             await inverter.until(lambda f: near(f.ccl, N * MAX_CHARGE), within=10.0)
             assert gateway.state().packs[2].service is PackService.RUNNING
-        finally:
-            for task in tasks:
-                task.cancel()
-            for task in tasks:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task

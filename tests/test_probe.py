@@ -8,7 +8,8 @@ import json
 from collections.abc import AsyncIterator
 
 import pytest
-from fake_bms import BmsModel, FakeBms, running
+from fake_bms import BmsModel, FakeBms
+from fakes import running
 from ptys import PtyPair, pty_pair
 
 from bmsgw import cli

@@ -22,7 +22,7 @@ from typing import Any
 import can
 import numpy as np
 import pytest
-from fakes import PackModel, alarm, decode_pylon, lim, make_state, run_fake_pack
+from fakes import PackModel, alarm, decode_pylon, lim, make_state, run_fake_pack, running
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from lvcan_spec import MAX_CHARGE, MAX_DISCHARGE, SPEED, rig_settings, states
@@ -570,14 +570,9 @@ async def hv_on_bus(
     output = PylontechHvCanOutput(settings, out_cfg(channel=channel, **cfg), ScaledClock(speed), state)
     async with AsyncCanBus("virtual", channel) as bus:
         inverter = FakeInverter(bus)
-        tasks = [asyncio.create_task(output.run()), asyncio.create_task(inverter.run())]
-        try:
+        async with running(output.run, inverter.run):
             await asyncio.sleep(0.05)  # let the output open its bus
             yield output, inverter
-        finally:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
 
 
 async def test_answers_only_when_asked_with_a_gap_between_frames() -> None:
@@ -690,19 +685,14 @@ async def hv_rig(**out: Any) -> AsyncIterator[tuple[Gateway, PackModel, FakeInve
         pack_bus = await stack.enter_async_context(AsyncCanBus("virtual", pack_ch))
         hv_inv = FakeInverter(await stack.enter_async_context(AsyncCanBus("virtual", hv_ch)))
         lv_inv = FakeInverter(await stack.enter_async_context(AsyncCanBus("virtual", lv_ch)))
-        tasks = [
-            asyncio.create_task(gateway.run()),
-            asyncio.create_task(run_fake_pack(pack_bus, pack, 0.1 / SPEED)),
-            asyncio.create_task(hv_inv.run()),
-            asyncio.create_task(hv_inv.poll(1.0 / SPEED)),
-            asyncio.create_task(lv_inv.run()),
-        ]
-        try:
+        async with running(
+            gateway.run,
+            lambda: run_fake_pack(pack_bus, pack, 0.1 / SPEED),
+            hv_inv.run,
+            lambda: hv_inv.poll(1.0 / SPEED),
+            lv_inv.run,
+        ):
             yield gateway, pack, hv_inv, lv_inv
-        finally:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
 
 
 async def test_e2e_fail_safe_link_loss_and_ramped_recovery() -> None:

@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fake_bms import BmsModel, FakeBms, running
-from fakes import A_COMM
+from fake_bms import BmsModel, FakeBms
+from fakes import A_COMM, running
 from ptys import PtyPair, pty_pair
 from test_gateway_e2e import Inverter
 

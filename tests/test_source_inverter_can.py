@@ -15,8 +15,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from fake_bms import running
-from fakes import alarm, lim, make_state
+from fakes import alarm, lim, make_state, running
 from hypothesis import given
 from hypothesis import strategies as st
 from lvcan_spec import VICTRON_DLC, Core, VictronExtra, decode_victron

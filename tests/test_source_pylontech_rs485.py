@@ -9,7 +9,7 @@ import dataclasses
 
 import numpy as np
 import pytest
-from fake_bms import running
+from fakes import running
 from hypothesis import given
 from hypothesis import strategies as st
 from ptys import pty_pair

@@ -9,7 +9,8 @@ import uuid
 from typing import Any
 
 import pytest
-from fake_bms import BmsModel, FakeBms, running
+from fake_bms import BmsModel, FakeBms
+from fakes import running
 from ptys import pty_pair
 from test_gateway_e2e import Inverter
 from test_serial_sources import MAX_CHARGE, MAX_DISCHARGE, SPEED, serial_settings, until

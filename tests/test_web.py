@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import json
 import socket
@@ -16,7 +15,7 @@ from typing import Any
 import aiohttp
 import numpy as np
 import pytest
-from fakes import PackModel, run_fake_pack
+from fakes import PackModel, run_fake_pack, running
 from web_rig import SPEED, TOKEN, WebRig, web_rig, web_settings
 
 from bmsgw.app import Gateway
@@ -375,24 +374,16 @@ async def test_busy_port_is_retried_and_the_gateway_keeps_running() -> None:
     gateway = Gateway(web_settings(channel, port=port), ScaledClock(SPEED))
     web = next(s for s in gateway.services if isinstance(s, WebService))
     async with AsyncCanBus("virtual", channel) as bus:
-        tasks = [
-            asyncio.create_task(gateway.run()),
-            asyncio.create_task(run_fake_pack(bus, PackModel(), 0.1 / SPEED)),
-        ]
         try:
-            await asyncio.sleep(0.6)
-            assert web.url is None
-            assert gateway.state().usable  # the pipeline did not wait for the web server
-            blocker.close()
-            url = await asyncio.wait_for(web.started(), 10)  # bound on the next retry
-            assert url == f"http://127.0.0.1:{port}"
+            async with running(gateway.run, lambda: run_fake_pack(bus, PackModel(), 0.1 / SPEED)):
+                await asyncio.sleep(0.6)
+                assert web.url is None
+                assert gateway.state().usable  # the pipeline did not wait for the web server
+                blocker.close()
+                url = await asyncio.wait_for(web.started(), 10)  # bound on the next retry
+                assert url == f"http://127.0.0.1:{port}"
         finally:
             blocker.close()
-            for task in tasks:
-                task.cancel()
-            for task in tasks:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
 
 
 def test_web_service_comes_from_the_services_registry() -> None:

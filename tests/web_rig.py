@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
-from fakes import PackModel, run_fake_pack
+from fakes import PackModel, run_fake_pack, running
 
 from bmsgw.app import Gateway
 from bmsgw.clock import ScaledClock
@@ -70,17 +70,10 @@ async def web_rig(pack: PackModel | None = None, *, token: str | None = TOKEN) -
     gateway = Gateway(web_settings(channel, token=token), ScaledClock(SPEED))
     web = next(s for s in gateway.services if isinstance(s, WebService))
     pack = pack or PackModel()
-    async with AsyncCanBus("virtual", channel) as bus, aiohttp.ClientSession() as http:
-        tasks = [
-            asyncio.create_task(gateway.run()),
-            asyncio.create_task(run_fake_pack(bus, pack, 0.1 / SPEED)),
-        ]
-        try:
-            url = await asyncio.wait_for(web.started(), 10)
-            yield WebRig(gateway, web, pack, url, http)
-        finally:
-            for task in tasks:
-                task.cancel()
-            for task in tasks:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+    async with (
+        AsyncCanBus("virtual", channel) as bus,
+        aiohttp.ClientSession() as http,
+        running(gateway.run, lambda: run_fake_pack(bus, pack, 0.1 / SPEED)),
+    ):
+        url = await asyncio.wait_for(web.started(), 10)
+        yield WebRig(gateway, web, pack, url, http)
