@@ -47,6 +47,7 @@ class BmsModel:
     silent: bool = False
     garbage: bytes = b""  # written before every answer
     corrupt: int = 0  # this many next answers get a flipped byte
+    management: pr.Management | None = None  # Pylontech 0x92 answer (None: refused, like older firmware)
 
     @property
     def voltage(self) -> float:
@@ -140,6 +141,8 @@ class BmsModel:
                 pr.Status1(self.alarm & 0xFF), switches, pr.Status3(0), 0,
             )  # fmt: skip
             info = pr.encode_alarms(pr.ModuleRecords(0, address, (alarms,)))
+        elif frame.cid2 == pr.Command.MANAGEMENT and self.management is not None:
+            info = pr.encode_management(self.management, address)
         else:
             return [pr.encode_frame(pr.Rs485Frame(pr.VER, address, pr.CID1_BATTERY, pr.Rtn.CID2_INVALID))]
         return [pr.encode_frame(pr.Rs485Frame(pr.VER, address, pr.CID1_BATTERY, pr.Rtn.NORMAL, info))]

@@ -9,6 +9,7 @@ import dataclasses
 
 import numpy as np
 import pytest
+from fake_bms import BmsModel, FakeBms
 from fakes import running
 from hypothesis import given
 from hypothesis import strategies as st
@@ -22,7 +23,7 @@ from bmsgw.bms import pylontech
 from bmsgw.clock import ScaledClock
 from bmsgw.config import load_settings
 from bmsgw.inverter import pylontech_rs485 as pr
-from bmsgw.model import BmsFlags, GatewayState, PackStatus
+from bmsgw.model import BmsFlags, GatewayState, PackStatus, Reason
 from bmsgw.outputs.pylontech_rs485 import PylontechRs485Output
 from bmsgw.sources.serial_bms import SerialBmsSource, probe
 
@@ -84,7 +85,8 @@ async def test_probe_reads_one_module() -> None:
     assert result.address == 3
     assert list(result.reading.cell_v) == pytest.approx(list(CELLS + 0.001), abs=5e-4)
     assert result.reading.current == pytest.approx(CURRENTS[1], abs=0.05)
-    assert [d for d, _ in result.frames] == ["tx", "rx", "tx", "rx"]
+    assert [d for d, _ in result.frames] == ["tx", "rx"] * 3  # 0x42, 0x44, 0x92
+    assert result.reading.request is not None  # the stack's own limits for that module
 
 
 def test_real_us3000c_records_become_a_reading() -> None:
@@ -123,9 +125,12 @@ def test_error_rtn_is_the_codec_error() -> None:
         pylontech.decode_answer(refused, 2)
 
 
+DECODERS = (pylontech.decode_analog_answer, pylontech.decode_alarm_answer, pylontech.decode_management_answer)
+
+
 @given(st.binary(max_size=300) | st.text("~0123456789ABCDEF\r", max_size=300).map(str.encode))
 def test_random_frames_never_raise_anything_but_the_codec_error(data: bytes) -> None:
-    for decode in (pylontech.decode_analog_answer, pylontech.decode_alarm_answer):
+    for decode in DECODERS:
         with contextlib.suppress(pylontech.PylontechDecodeError):
             decode(data, 2)
 
@@ -133,6 +138,61 @@ def test_random_frames_never_raise_anything_but_the_codec_error(data: bytes) -> 
 @given(st.binary(max_size=200))
 def test_random_info_in_a_valid_frame_is_the_codec_error(info: bytes) -> None:
     frame = pr.encode_frame(pr.Rs485Frame(pr.VER, 2, pr.CID1_BATTERY, 0, info))
-    for decode in (pylontech.decode_analog_answer, pylontech.decode_alarm_answer):
+    for decode in DECODERS:
         with contextlib.suppress(pylontech.PylontechDecodeError):
             decode(frame, 2)
+
+
+LIMITS_0X92 = pr.Management(53.2, 47.0, 37.0, 74.0, charge_enable=True, discharge_enable=False)
+
+
+def test_0x92_answer_becomes_the_modules_limits() -> None:
+    def answer(info: bytes, adr: int = 2, rtn: int = pr.Rtn.NORMAL) -> bytes:
+        return pr.encode_frame(pr.Rs485Frame(pr.VER, adr, pr.CID1_BATTERY, rtn, info))
+
+    m = pylontech.decode_management_answer(answer(pr.encode_management(LIMITS_0X92, 2)), 2)
+    assert m == LIMITS_0X92
+    req = pylontech.limits_request(m)
+    assert (req.cvl, req.ccl, req.dcl, req.dvl) == pytest.approx((53.2, 37.0, 74.0, 47.0))
+    assert req.charge_enable
+    assert not req.discharge_enable
+    none_v = pylontech.limits_request(dataclasses.replace(m, charge_voltage=0.0, discharge_voltage=0.0))
+    assert none_v.cvl is None
+    assert none_v.dvl is None
+    assert pylontech.decode_management_answer(answer(pr.encode_management(LIMITS_0X92, 2), adr=3), 2) is None
+    with pytest.raises(pylontech.PylontechDecodeError, match="another module"):
+        pylontech.decode_management_answer(answer(pr.encode_management(LIMITS_0X92, 3)), 2)
+    with pytest.raises(pylontech.PylontechRefusedError, match="RTN 0x04"):
+        pylontech.decode_management_answer(answer(b"", rtn=pr.Rtn.CID2_INVALID), 2)
+
+
+async def test_module_limits_from_0x92_bind_the_gateway_and_refusing_firmware_is_asked_once() -> None:
+    async def run(model: BmsModel) -> tuple[GatewayState, FakeBms, SerialBmsSource]:
+        pack = {"id": "m2", "source": "pylontech-rs485", "address": 2, "cells": 16, "sensors": 2,
+                "capacity_ah": 100, "poll_interval_s": 1.0}  # fmt: skip
+        with pty_pair() as pty:
+            settings, _ = load_settings(None, {"packs": [{**pack, "port": pty.path}]}, env={})
+            gateway = Gateway(settings, ScaledClock(10.0))
+            (source,) = gateway.sources
+            assert isinstance(source, SerialBmsSource)
+            fake = FakeBms("pylontech-rs485", pty, model)
+            async with running(gateway.run, fake.run):
+                await until(lambda: source.samples >= 4, within=15.0)
+                return gateway.state(), fake, source
+
+    state, fake, source = await run(BmsModel(address=2, management=LIMITS_0X92))
+    sample = state.packs[0].sample
+    assert sample is not None
+    assert sample.request == pylontech.limits_request(LIMITS_0X92)
+    assert state.limits.cvl.value <= 53.2
+    assert state.limits.ccl.value <= 37.0
+    assert state.limits.ccl.reason is Reason.BMS_REQUEST or state.limits.ccl.value < 37.0
+    assert not state.limits.discharge_enable  # the module forbids discharging
+    assert state.limits.dcl.value == 0.0
+    assert 3 * (source.polls - 1) < fake.requests <= 3 * source.polls  # 0x42, 0x44, 0x92 every poll
+    state, fake, source = await run(BmsModel(address=2))  # firmware without 0x92: refused once
+    sample = state.packs[0].sample
+    assert sample is not None
+    assert sample.request is None
+    assert state.limits.discharge_enable
+    assert 2 * (source.polls - 1) + 1 < fake.requests <= 2 * source.polls + 1  # 0x92 once

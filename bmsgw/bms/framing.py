@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from bmsgw.model import BmsFlags, PackSample
+from bmsgw.model import BmsFlags, BmsRequest, PackSample
 
 __all__ = ["BmsDecodeError", "BmsReading", "FrameBuffer", "Framing", "bit_flags", "resync"]
 
@@ -30,13 +30,23 @@ class BmsReading:
     flags: BmsFlags
     soc_reported: float | None
     extra: Mapping[str, float | int | str] = field(default_factory=dict)  # vendor values, e.g. cycles
+    request: BmsRequest | None = None  # the BMS's own limits, where its protocol carries them
 
     def sample(self, pack: int, t: float, alive: int) -> PackSample:
         """This reading as pack `pack`'s PackSample taken at t (s) with alive counter `alive`."""
         cell_v, cell_t = (np.array(v, dtype=np.float64) for v in (self.cell_v, self.cell_t))
         cell_v.flags.writeable = cell_t.flags.writeable = False
         return PackSample(
-            pack, t, cell_v, cell_t, self.current, self.voltage, self.flags, alive, self.soc_reported
+            pack,
+            t,
+            cell_v,
+            cell_t,
+            self.current,
+            self.voltage,
+            self.flags,
+            alive,
+            self.soc_reported,
+            self.request,
         )
 
 

@@ -1,6 +1,6 @@
 """Pylontech RS485 as a pack-side protocol (source `pylontech-rs485`: a real stack read as packs, one pack
-per module address): the ASCII frame as a FrameBuffer framing, answers of one module, and the 0x42
-analog / 0x44 alarm records -> BmsReading.
+per module address): the ASCII frame as a FrameBuffer framing, answers of one module, the 0x42 analog /
+0x44 alarm records -> BmsReading, and the 0x92 management record -> the module's own limits (BmsRequest).
 
 Frames and payloads are bmsgw.inverter.pylontech_rs485's (V3.3 §2-3); this file only adapts them to the
 serial BMS sources (Seplos V2 uses the same frame, see bmsgw.bms.seplos). Pure: no asyncio, no logging,
@@ -17,6 +17,7 @@ from bmsgw.inverter.pylontech_rs485 import (
     ALARM_OTHER,
     CID1_BATTERY,
     Command,
+    Management,
     ModuleAlarms,
     ModuleRecords,
     ModuleValues,
@@ -26,17 +27,21 @@ from bmsgw.inverter.pylontech_rs485 import (
     decode_alarms,
     decode_analog,
     decode_frame,
+    decode_management,
     encode_request,
     lchksum,
 )
-from bmsgw.model import BmsFlags
+from bmsgw.model import BmsFlags, BmsRequest
 
 __all__ = [
     "FRAMING",
     "PylontechDecodeError",
+    "PylontechRefusedError",
     "decode_alarm_answer",
     "decode_analog_answer",
     "decode_answer",
+    "decode_management_answer",
+    "limits_request",
     "reading",
     "request",
 ]
@@ -44,6 +49,10 @@ __all__ = [
 
 class PylontechDecodeError(BmsDecodeError):
     """Not a valid Pylontech frame or payload, or the module answered with an error RTN."""
+
+
+class PylontechRefusedError(PylontechDecodeError):
+    """A valid answer from the module with an error RTN (e.g. 04: a command its firmware does not serve)."""
 
 
 def _frame_length(header: bytes) -> int:
@@ -82,7 +91,8 @@ def decode_answer(
     if f.adr != address or f.cid2 in _REQUESTS:
         return None
     if f.cid2 != 0:
-        raise error(f"module at address 0x{address:02X} answered with error RTN 0x{f.cid2:02X}")
+        refused = PylontechRefusedError if error is PylontechDecodeError else error
+        raise refused(f"module at address 0x{address:02X} answered with error RTN 0x{f.cid2:02X}")
     return f.info
 
 
@@ -99,10 +109,38 @@ def decode_alarm_answer(frame: bytes, address: int) -> ModuleAlarms | None:
     return _record(frame, address, decode_alarms, "0x44")
 
 
-def reading(v: ModuleValues, a: ModuleAlarms) -> BmsReading:
+def decode_management_answer(frame: bytes, address: int) -> Management | None:
+    """The 0x92 record in `frame` from the module at `address` (None: not its answer); PylontechRefusedError
+    when the module answers with an error RTN."""
+    info = decode_answer(frame, address)
+    if info is None:
+        return None
+    if info[:1] != bytes((address,)):
+        raise PylontechDecodeError(f"0x92 answer from 0x{address:02X} names another module")
+    try:
+        return decode_management(info)
+    except Rs485Error as exc:
+        raise PylontechDecodeError(f"0x92 answer: {exc}") from None
+
+
+def limits_request(m: Management) -> BmsRequest:
+    """The module's own limits (0x92: charge voltage limit, discharge voltage limit, charge/discharge
+    current limits, charge/discharge enable); a voltage of 0 means the module sent none."""
+    return BmsRequest(
+        cvl=m.charge_voltage if m.charge_voltage > 0 else None,
+        ccl=m.charge_current,
+        dcl=m.discharge_current,
+        dvl=m.discharge_voltage if m.discharge_voltage > 0 else None,
+        charge_enable=m.charge_enable,
+        discharge_enable=m.discharge_enable,
+    )
+
+
+def reading(v: ModuleValues, a: ModuleAlarms, m: Management | None = None) -> BmsReading:
     """Our model of one module: the first temperature (BMS board) goes to `extra`, the rest are the cell
     temperatures; SOC = remaining / total capacity; Status 1 protection bits become alarms (the per-item
-    high/low states are warnings the core judges itself), a cell in "other error" an internal alarm."""
+    high/low states are warnings the core judges itself), a cell in "other error" an internal alarm; the
+    0x92 limits, when the module answered them, become its BmsRequest."""
     flags = BmsFlags.NONE
     if a.status2 & Status2.CHARGE_FET:
         flags |= BmsFlags.CHARGE_FET
@@ -125,7 +163,8 @@ def reading(v: ModuleValues, a: ModuleAlarms) -> BmsReading:
     soc = v.remaining_ah / v.capacity_ah if v.capacity_ah > 0 else None
     # the wire's resolution (mV, 0.1 A): the payload decoder scales by 1e-3 and leaves float noise
     cells = tuple(round(x, 3) for x in v.cell_v)
-    return BmsReading(cells, cell_t, round(v.current, 1), round(v.voltage, 3), flags, soc, extra)
+    request = None if m is None else limits_request(m)
+    return BmsReading(cells, cell_t, round(v.current, 1), round(v.voltage, 3), flags, soc, extra, request)
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -20,7 +20,7 @@ from bmsgw.bms import daly, daly_modbus, jbd, jk, pylontech, seplos
 from bmsgw.bms.framing import BmsDecodeError, BmsReading, FrameBuffer, Framing
 from bmsgw.clock import Clock
 from bmsgw.config import Settings
-from bmsgw.inverter.pylontech_rs485 import Command, ModuleAlarms, ModuleValues
+from bmsgw.inverter.pylontech_rs485 import Command, Management, ModuleAlarms, ModuleValues
 from bmsgw.log import get_logger
 from bmsgw.model import PackSample
 from bmsgw.sources import SERIAL_KINDS
@@ -178,16 +178,45 @@ async def _poll_seplos(link: Link, address: int) -> BmsReading:
     return seplos.reading(t, a)
 
 
-async def _poll_pylontech(link: Link, address: int) -> BmsReading:
-    def analog(frame: bytes) -> ModuleValues | None:
-        return pylontech.decode_analog_answer(frame, address)
+class _PylontechPoller:
+    """0x42 analog and 0x44 alarms every poll, then 0x92 (the module's own limits), which older firmware
+    refuses or ignores: a refusal stops asking that module at once, silence after a few polls. A missed
+    0x92 keeps the module's last limits until then, so they do not loosen for one lost answer."""
 
-    def alarms(frame: bytes) -> ModuleAlarms | None:
-        return pylontech.decode_alarm_answer(frame, address)
+    _GIVE_UP = 3
 
-    (v,) = await link.ask(pylontech.request(Command.ANALOG, address), analog)
-    (a,) = await link.ask(pylontech.request(Command.ALARM, address), alarms)
-    return pylontech.reading(v, a)
+    def __init__(self) -> None:
+        self._misses: dict[int, int] = {}
+        self._last: dict[int, Management] = {}
+
+    async def poll(self, link: Link, address: int) -> BmsReading:
+        def analog(frame: bytes) -> ModuleValues | None:
+            return pylontech.decode_analog_answer(frame, address)
+
+        def alarms(frame: bytes) -> ModuleAlarms | None:
+            return pylontech.decode_alarm_answer(frame, address)
+
+        def management(frame: bytes) -> Management | bool | None:
+            try:
+                return pylontech.decode_management_answer(frame, address)
+            except pylontech.PylontechRefusedError:
+                return False
+
+        (v,) = await link.ask(pylontech.request(Command.ANALOG, address), analog)
+        (a,) = await link.ask(pylontech.request(Command.ALARM, address), alarms)
+        if self._misses.get(address, 0) < self._GIVE_UP:
+            try:
+                (answer,) = await link.ask(pylontech.request(Command.MANAGEMENT, address), management, 1, 1)
+            except NoAnswerError:
+                self._misses[address] = self._misses.get(address, 0) + 1
+            else:
+                if isinstance(answer, Management):
+                    self._last[address], self._misses[address] = answer, 0
+                else:
+                    self._misses[address] = self._GIVE_UP
+            if self._misses[address] >= self._GIVE_UP:
+                self._last.pop(address, None)
+        return pylontech.reading(v, a, self._last.get(address))
 
 
 class _DalyPoller:
@@ -234,7 +263,7 @@ DRIVERS: dict[str, Callable[[], Driver]] = {
     "daly": lambda: Driver(daly.FRAMING, _DalyPoller().poll),
     "daly-modbus": lambda: Driver(daly_modbus.FRAMING, _poll_daly_modbus),
     "seplos": lambda: Driver(seplos.FRAMING, _poll_seplos),
-    "pylontech-rs485": lambda: Driver(pylontech.FRAMING, _poll_pylontech),
+    "pylontech-rs485": lambda: Driver(pylontech.FRAMING, _PylontechPoller().poll),
 }
 """Kind -> a fresh Driver (one per line: drivers may keep per-line state)."""
 
