@@ -286,7 +286,8 @@ async def _simulate(settings: Settings, args: argparse.Namespace) -> str:
         scenario=args.scenario, record=args.record,
         initial_soc=args.initial_soc, seed=args.seed, start_hour=args.start_hour,
     )  # fmt: skip
-    summary = ReplaySummary(pack_ids=tuple(p.id for p in settings.packs))
+    # keep: a simulation may run for days (at full charge limits change reason every few seconds)
+    summary = ReplaySummary(pack_ids=tuple(p.id for p in settings.packs), keep=SIMULATE_KEEP_EVENTS)
     tracker = Tracker(summary)
     gateway.on_state(tracker.see)
     status = _StatusPrinter(settings, quiet=args.quiet)
@@ -304,6 +305,9 @@ async def _simulate(settings: Settings, args: argparse.Namespace) -> str:
     summary.samples = gateway.pipeline.samples
     summary.frames_out = sum(o.sent for o in gateway.outputs)
     return "simulation summary\n" + sim.describe() + "\n" + summary.render()
+
+
+SIMULATE_KEEP_EVENTS = 1000  # limit changes and alarm events `simulate` keeps for its summary
 
 
 def _today_at(hour: float, zone: str) -> float:

@@ -57,7 +57,11 @@ class AlarmEvent:
 
 @dataclass(slots=True)
 class ReplaySummary:
-    """What a replay read and what the gateway would have done."""
+    """What a replay read and what the gateway would have done.
+
+    `keep`: at most this many limit changes and alarm events are kept (the first ones; the totals count
+    all), so a simulation running for days holds bounded memory; None keeps all (a replay's --json).
+    """
 
     frames_read: int = 0
     frames_decoded: int = 0
@@ -75,6 +79,10 @@ class ReplaySummary:
     limit_changes: list[LimitChange] = field(default_factory=list)
     alarm_events: list[AlarmEvent] = field(default_factory=list)
     pack_ids: tuple[str, ...] = ()
+    keep: int | None = None
+    limit_changes_total: int = 0
+    alarm_events_total: int = 0
+    alarms_raised: int = 0
 
     @property
     def duration(self) -> float:
@@ -96,23 +104,24 @@ class ReplaySummary:
                 where = f"{self._pack(at.pack)} cell {at.cell + 1}"
                 lines.append(f"cell {label}: {v:.3f} V at {where} (t=+{t - rel:.1f} s)")
         lines.append(f"inverter frames written: {self.frames_out}")
-        lines.append(f"limit changes ({len(self.limit_changes)}):")
+        more = "(--json lists all)" if self.keep is None else f"(the first {self.keep} are kept)"
+        lines.append(f"limit changes ({self.limit_changes_total}):")
         for c in self.limit_changes[:most]:
             unit = "V" if c.name in ("CVL", "DVL") else "A"
             lines.append(
                 f"  t=+{c.t - rel:8.1f} s  {c.name} {c.old:7.1f} -> {c.new:7.1f} {unit}  ({c.reason})"
             )
-        if len(self.limit_changes) > most:
-            lines.append(f"  ... {len(self.limit_changes) - most} more (--json lists all)")
-        lines.append(f"alarms ({sum(e.raised for e in self.alarm_events)} raised):")
+        if self.limit_changes_total > most:
+            lines.append(f"  ... {self.limit_changes_total - most} more {more}")
+        lines.append(f"alarms ({self.alarms_raised} raised):")
         for e in self.alarm_events[:most]:
             a = e.alarm
             where = f" {self._pack(a.pack)}" if a.pack is not None else ""
             verb = "raised " if e.raised else "cleared"
             detail = f": {a.detail}" if a.detail and e.raised else ""
             lines.append(f"  t=+{e.t - rel:8.1f} s  {verb} {a.level.name} {a.code}{where}{detail}")
-        if len(self.alarm_events) > most:
-            lines.append(f"  ... {len(self.alarm_events) - most} more (--json lists all)")
+        if self.alarm_events_total > most:
+            lines.append(f"  ... {self.alarm_events_total - most} more {more}")
         return "\n".join(lines)
 
     def as_dict(self) -> dict[str, object]:
@@ -272,19 +281,30 @@ class Tracker:
         for name, limit in (("CVL", lim.cvl), ("CCL", lim.ccl), ("DCL", lim.dcl), ("DVL", lim.dvl)):
             prev = self._limits.get(name)
             if prev is None or prev[1] != limit.reason or ((prev[0] == 0) != (limit.value == 0)):
-                s.limit_changes.append(
-                    LimitChange(state.t, name, prev[0] if prev else 0.0, limit.value, limit.reason)
-                )
+                s.limit_changes_total += 1
+                if self._room(s.limit_changes):
+                    s.limit_changes.append(
+                        LimitChange(state.t, name, prev[0] if prev else 0.0, limit.value, limit.reason)
+                    )
             self._limits[name] = (limit.value, limit.reason)
         now = {(a.code.value, a.pack): a for a in state.alarms}
         for key, alarm in now.items():
             old = self._alarms.get(key)
             if old is None or old.level is not alarm.level:
-                s.alarm_events.append(AlarmEvent(state.t, True, alarm))
+                s.alarms_raised += 1
+                self._event(AlarmEvent(state.t, True, alarm))
         for key, alarm in self._alarms.items():
             if key not in now:
-                s.alarm_events.append(AlarmEvent(state.t, False, alarm))
+                self._event(AlarmEvent(state.t, False, alarm))
         self._alarms = now
+
+    def _event(self, event: AlarmEvent) -> None:
+        self._s.alarm_events_total += 1
+        if self._room(self._s.alarm_events):
+            self._s.alarm_events.append(event)
+
+    def _room(self, events: list[LimitChange] | list[AlarmEvent]) -> bool:
+        return self._s.keep is None or len(events) < self._s.keep
 
 
 def _extreme(x: tuple[float, CellRef, float], rel: float, ids: tuple[str, ...]) -> dict[str, object] | None:

@@ -189,14 +189,15 @@ class CanOutput:
             frames = self.frames(self._state())
             for k, frame in enumerate(frames):
                 if k and gap:
-                    await asyncio.sleep(gap / self._clock.speed)
+                    await self._clock.sleep(gap)
                 await send_frame(bus, log, frame, self._clock)
                 self.sent += 1
             self.last_frames = frames
             self._presence.check()
-            # The set repeats every period, but never sooner than one gap per frame.
+            # The set repeats every period (of clock time: simulated time in a simulation), but never
+            # sooner than one gap per frame.
             spent = max(len(frames) - 1, 0) * gap
-            await asyncio.sleep((max(self.codec.period_s, len(frames) * gap) - spent) / self._clock.speed)
+            await self._clock.sleep(max(self.codec.period_s, len(frames) * gap) - spent)
 
     async def _receive(self, bus: AsyncCanBus) -> None:
         decode = self.codec.decode_inverter
