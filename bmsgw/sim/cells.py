@@ -24,7 +24,8 @@ class SimPackConfig:
     """Parameters of one simulated pack; spreads are drawn once per cell from `seed`.
 
     `thermal_mass_j_per_k` / `thermal_conductance_w_per_k` are per cell; None picks a per-Ah default
-    (filled in at construction, so after __init__ they are always floats).
+    (filled in at construction, so after __init__ they are always floats). The RC branch defaults to the
+    chemistry profile's fitted one (`rc_tau_s` = tau1_s, `r1_fraction` = r1_ohm_ah / r0_ohm_ah), filled in.
     """
 
     cells: int
@@ -44,15 +45,21 @@ class SimPackConfig:
     resistance_scale: float = 1.0
     cell_capacity_scale: tuple[float, ...] = ()
     cell_resistance_scale: tuple[float, ...] = ()
-    rc_tau_s: float = 60.0
-    r1_fraction: float = 0.5
+    rc_tau_s: float = math.nan  # RC branch τ (s); NaN: the chemistry profile's fitted tau1_s
+    r1_fraction: float = math.nan  # its R1 / R0; NaN: the profile's r1_ohm_ah / r0_ohm_ah
     thermal_mass_j_per_k: float | None = None
     thermal_conductance_w_per_k: float | None = None
     hysteresis: float = 0.0  # × the chemistry's OCV hysteresis half-gap M(z, T); 0 = none (LFP: 1 is real)
     hysteresis_gamma: float | None = None  # its rate per unit of SOC moved; None = the chemistry's
+    hysteresis_drive_tau_s: float = 0.0  # h driven by the current filtered with this τ; 0 = instantaneous
     cell_leak_a: tuple[float, ...] = ()  # extra self-discharge current per cell (A), e.g. a soft short
 
     def __post_init__(self) -> None:
+        fitted = chemistry_profile(self.chemistry)  # measured cells (bench/tools/fit_ecm.py)
+        if math.isnan(self.rc_tau_s):
+            object.__setattr__(self, "rc_tau_s", fitted.tau1_s)
+        if math.isnan(self.r1_fraction):
+            object.__setattr__(self, "r1_fraction", fitted.r1_ohm_ah / fitted.r0_ohm_ah)
         checks = {
             "cells": self.cells >= 1,
             "capacity_ah": self.capacity_ah > 0,
@@ -77,6 +84,7 @@ class SimPackConfig:
             ),
             "hysteresis": 0.0 <= self.hysteresis <= 2.0,
             "hysteresis_gamma": self.hysteresis_gamma is None or self.hysteresis_gamma >= 0,
+            "hysteresis_drive_tau_s": self.hysteresis_drive_tau_s >= 0,
             "cell_leak_a": len(self.cell_leak_a) in (0, self.cells) and all(x >= 0 for x in self.cell_leak_a),
         }
         for name, ok in checks.items():
@@ -105,7 +113,8 @@ class SimPack:
 
     One RC branch per cell with the same τ, so its state is one filtered current i_rc and V1 = R1·i_rc
     (R1 = r1_fraction·R0). With ``hysteresis`` > 0 each cell also has a hysteresis state h ∈ [−1, 1]
-    (Plett's model, driven by the instantaneous current: dh = (sgn I − h)·γ·|I|·dt / (3600·Q)) adding
+    (Plett's model, driven by the instantaneous current: dh = (sgn I − h)·γ·|I|·dt / (3600·Q); with
+    ``hysteresis_drive_tau_s`` > 0 by I low-passed with that τ, as the estimator's fitted model has it) adding
     hysteresis·M(z, T)·h to the OCV, M from the chemistry profile at the cell's temperature.
     step() only advances scalars (and h when hysteresis is on); the per-cell arrays (SOC, temperature, R0) are
     committed every COMMIT_S of simulated time (and before set_balance/set_ambient), and reading() adds
@@ -145,6 +154,8 @@ class SimPack:
         self._i_rc = 0.0
         self._dt = math.nan
         self._decay_rc = 0.0
+        self._i_h = 0.0  # the current driving the hysteresis (= current when hysteresis_drive_tau_s is 0)
+        self._decay_h = 0.0
         self._pending_s = 0.0  # not yet committed: elapsed time, charge (A·s), heat ∫(I² + k·i_rc²)dt
         self._pending_as = 0.0
         self._pending_heat = 0.0
@@ -184,17 +195,21 @@ class SimPack:
                 raise ValueError(f"dt must be >= 0, got {dt}")
             self._dt = dt
             self._decay_rc = math.exp(-dt / self.config.rc_tau_s)
+            tau_h = self.config.hysteresis_drive_tau_s
+            self._decay_h = math.exp(-dt / tau_h) if tau_h > 0 else 0.0
         self._current = current
         i_rc = self._i_rc * self._decay_rc + current * (1.0 - self._decay_rc)
         self._i_rc = i_rc
         self._pending_s += dt
         self._pending_as += current * dt
         self._pending_heat += (current * current + self._r1_fraction * i_rc * i_rc) * dt
-        if current != 0.0 and self.config.hysteresis > 0.0:
-            target = 1.0 if current > 0.0 else -1.0
+        i_h = self._i_h * self._decay_h + current * (1.0 - self._decay_h)
+        self._i_h = i_h
+        if i_h != 0.0 and self.config.hysteresis > 0.0:
+            target = 1.0 if i_h > 0.0 else -1.0
             h = self._hyst
             h -= target
-            h *= np.exp(-self._hyst_rate * abs(current) * dt)
+            h *= np.exp(-self._hyst_rate * abs(i_h) * dt)
             h += target
         if self._pending_s >= COMMIT_S - 1e-9:  # ten 0.1 s steps sum to 0.9999…
             self._commit()
