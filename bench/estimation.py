@@ -63,7 +63,8 @@ SIM_CAP = 100.0
 V_NOISE, V_LSB, I_NOISE, I_LSB = 0.002, 0.001, 0.2, 0.1
 
 
-def _kernel_module() -> tuple[ModuleType, str]:
+def kernel_module() -> tuple[ModuleType, str]:
+    """The compiled kernel (installed, or built from the same sources) and how it was obtained."""
     if IS_COMPILED:
         return _kernel, "installed compiled kernel"
     try:
@@ -142,7 +143,8 @@ def simulate(
 ) -> dict[str, Any]:
     prof = profile(chem)
     true0 = 0.8
-    rc = {"rc_tau_s": prof.tau1_s, "r1_fraction": prof.r1_ohm_ah / prof.r0_ohm_ah} if own_rc else {}
+    fitted = {"rc_tau_s": prof.tau1_s, "r1_fraction": prof.r1_ohm_ah / prof.r0_ohm_ah}
+    rc = fitted if own_rc else {"rc_tau_s": 60.0, "r1_fraction": 0.5}  # a cell unlike the model
     cfg = SimPackConfig(
         cells=4, chemistry=chem, capacity_ah=SIM_CAP, sensors=1, initial_soc=true0, seed=seed, **rc
     )
@@ -227,7 +229,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--only", choices=("a123", "sim"))
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA, help="A123 data directory")
     args = ap.parse_args(argv)
-    km, how = _kernel_module()
+    km, how = kernel_module()
     print(f"kernel: {how}")
     result: dict[str, Any] = {}
     jobs: list[

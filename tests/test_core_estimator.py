@@ -143,6 +143,35 @@ def test_rest_is_interrupted_by_current() -> None:
     assert out.packs[0].soc == pytest.approx(0.5 + 10.0 / 3600.0 / 50.0 * 0.999, abs=1e-6)
 
 
+@pytest.mark.parametrize("estimator", ["counting", "ekf"])
+def test_long_rest_after_a_discharge_reads_the_discharge_branch(estimator: str) -> None:
+    """A discharge into the LFP plateau, then hours at 0 A with the cells relaxed onto their discharge
+    branch (the simulator's hysteresis, the profile's RC): the OCV resets read that branch, so the SOC
+    stays at the truth, and their repeats are not taken for a current bias that would drain it."""
+    prof = profile(Chemistry.LFP)
+    sim = SimPack(
+        SimPackConfig(
+            cells=2, chemistry=Chemistry.LFP, capacity_ah=50.0, sensors=1, initial_soc=0.4, soc_spread=0.0,
+            capacity_spread=0.0, resistance_spread=0.0, rc_tau_s=prof.tau1_s,
+            r1_fraction=prof.r1_ohm_ah / prof.r0_ohm_ah, hysteresis=1.0, seed=1,
+        )
+    )  # fmt: skip
+    params = CoreParams.defaults(Chemistry.LFP, (2,), (1,), (50.0,), estimator=estimator)
+    core = Core(params, initial_soc=[float(sim.soc_true.mean())])
+    t = 0.0
+    for k in range(1800 + 4 * 3600):  # 10 A for 30 min (10 % out, to ≈ 30 %), then 4 h at rest
+        sim.step(1.0, -10.0 if k < 1800 else 0.0)
+        t += 1.0
+        r = sim.reading()
+        out = core.step(t, [PackSample(0, t, r.cell_v, r.cell_t, r.current, float(r.cell_v.sum()))])
+    po = out.packs[0]
+    # 30 min after the 10 s current average fell below 0.5 A (≈ 30 s into the rest), then every 30 min
+    assert (po.anchors, po.last_anchor) == (7, "rest")
+    assert po.last_anchor_t == pytest.approx(1830.0 + 7 * 1800.0, abs=30.0)
+    assert po.cell_soc == pytest.approx(r.soc_true, abs=0.01)
+    assert abs(po.current_bias_a) < 0.02
+
+
 def _cv_charge(core: Core, t0: float, seconds: float, current: float, v: list[float]) -> CoreOutput:
     t = t0
     out = core.step(t, [_sample(t, v, i=current)])

@@ -153,6 +153,26 @@ def test_roles_are_consistent(steps: list[tuple[float, list[tuple[PackStatus, fl
         assert isolated == {i for i, r in enumerate(roles) if r.service is PackService.ISOLATED}
 
 
+def test_roles_are_kept_while_nothing_moves_and_shares_advance_at_the_filter_cadence() -> None:
+    mp = MultiPack(2, MultipackParams(share_filter_s=1.0))
+    statuses = [PackStatus.ONLINE] * 2
+
+    def usable(t: float, i0: float, i1: float) -> list[PackSample | None]:
+        return [PackSample(i, t, np.full(4, 3.3), np.full(1, 25.0), c, 13.2) for i, c in enumerate((i0, i1))]
+
+    roles = mp.update(0.0, usable(0.0, 0.0, 0.0), statuses)
+    for k in range(1, 50):  # no current to measure, same statuses: the very same roles
+        assert mp.update(0.001 * k, usable(0.001 * k, 0.0, 0.0), statuses) is roles
+    seen = set()
+    for k in range(50, 150):  # 30 A / 10 A at 1 ms steps: the filter advances every 10 ms (1 % of 1 s)
+        seen.add(id(mp.update(0.001 * k, usable(0.001 * k, 30.0, 10.0), statuses)))
+    assert 9 <= len(seen) <= 11
+    for k in range(150, 1200):
+        mp.update(0.001 * k, usable(0.001 * k, 30.0, 10.0), statuses)
+    assert [r.share for r in mp.roles] == pytest.approx([0.75, 0.25])
+    assert mp.shares == tuple(r.share for r in mp.roles)
+
+
 def test_no_alarm_capping_when_the_core_opens_every_pack() -> None:
     """A system shutdown (every pack asked open) is never softened into pack-level warnings."""
     mp = MultiPack(2, MultipackParams())
@@ -162,7 +182,7 @@ def test_no_alarm_capping_when_the_core_opens_every_pack() -> None:
     trip = Alarm(AlarmCode.BMS_FAULT, AlarmLevel.FAULT, 0.0, 0, "")
 
     def output(open_: tuple[bool, bool]) -> CoreOutput:
-        packs = tuple(PackOutput(0.5, 1.0, np.full(4, 0.5), 0, o) for o in open_)
+        packs = tuple(PackOutput(0.5, 1.0, np.full(4, 0.5), o) for o in open_)
         return CoreOutput(packs, 0.5, 1.0, _LIMITS, (trip,))
 
     mp.observe(output((True, False)))  # pack 0 faults, pack 1 keeps running: capped

@@ -8,7 +8,7 @@ Model (the one the EKF in ``bmsgw/core/_kernel.py`` runs; current i > 0 charges)
     V = OCV(z, T) + M(z, T)·h + v1 + R0·i
     v1' = a1·v1 + R1·(1 − a1)·i,                       a1 = exp(−dt/τ1)
     ī'  = aH·ī + (1 − aH)·i,                            aH = exp(−dt/τH)   (the pack's filtered current)
-    h'  = A·h + (1 − A)·sgn(ī),                          A = exp(−γ·|ī|·dt/(3600·Q)),  sgn = 0 for |ī| < C/100
+    h'  = A·h + (1 − A)·sgn(ī),                          A = exp(−γ·|ī|·dt/(3600·Q)),  A = 1 for |ī| < C/100
 
 M(z, T) is the measured half-gap between the slow charge and discharge branches (make_ocv_tables.py), so the
 hysteresis state h ∈ [−1, 1] only says which branch the cell is on. It is driven by the *filtered* current:
@@ -77,9 +77,9 @@ def _hysteresis(i: NumSeries, q_ah: float, gamma: float, tau_h: float, h0: float
     for k, x in enumerate(i.tolist()):
         out[k] = h
         ib = ah * ib + (1.0 - ah) * x
-        s = 0.0 if -thr < ib < thr else (1.0 if ib > 0.0 else -1.0)
-        a = math.exp(-gamma * abs(ib) / (3600.0 * q_ah))
-        h = a * h + (1.0 - a) * s
+        if not -thr < ib < thr:  # inside the deadband h holds (a rested cell stays on its branch)
+            a = math.exp(-gamma * abs(ib) / (3600.0 * q_ah))
+            h = a * h + (1.0 - a) * (1.0 if ib > 0.0 else -1.0)
     return out
 
 

@@ -18,10 +18,10 @@ cdef Py_ssize_t L_UTD_WARN, L_UTD_ALARM, L_UTD_FAULT, L_CUT_WARN, L_CUT_ALARM, L
 cdef Py_ssize_t L_TR_WARN, L_TR_ALARM, L_TR_ISOLATE, L_TR_CONFIRMED
 cdef Py_ssize_t L_OCC_WARN, L_OCC_ALARM, L_OCC_FAULT, L_ODC_WARN, L_ODC_ALARM, L_ODC_FAULT
 cdef Py_ssize_t L_IMB_WARN, L_IMB_ALARM, L_IMB_FAULT, L_SEN_WARN, L_SEN_ALARM, L_SEN_FAULT, L_FLAGS0
-cdef Py_ssize_t N_LATCH, MASK_MAX_CELLS, ANCHOR_ITERS, SEG_BINS
+cdef Py_ssize_t N_LATCH, ANCHOR_ITERS, SEG_BINS
 cdef int K_NONE, K_CONVERGED, K_REST, K_FULL, K_EMPTY, EST_EKF, EST_COUNTING
 cdef int SET_ADMITTED, SET_FULL, SET_ONLINE
-cdef double MAX_GAP_S, MAX_RAMP_DT_S, REST_FILTER_S, BAL_WINDOW_V, BAL_DELTA_V
+cdef double MAX_GAP_S, MAX_RAMP_DT_S, REST_FILTER_S
 cdef double INIT_OCV_V, INIT_SD_MIN, INIT_SD_MAX, KNOWN_SD, KNOWN_CELL_SD, V1_SD0, H_SD0, RHO_SD0
 cdef double CAP_SD_RATED, CAP_SD, CELL_CAP_SD, CELL_RW, V1_REL, H_RW, BIAS_RW_C, RHO_RW
 cdef double KAPPA, R0_SPREAD, REST_SIGMA_V, CAL_SD, H_DEADBAND_C, B_MAX_C, RHO_MIN, RHO_MAX
@@ -41,7 +41,7 @@ cpdef double derate_low(double x, double end, double start) noexcept
 @cython.final
 cdef class Kernel:
     # sizes
-    cdef readonly Py_ssize_t n_packs, n_cells, n_sens, n_grid, n_temps, n_rs, mask_cells
+    cdef readonly Py_ssize_t n_packs, n_cells, n_sens, n_grid, n_temps, n_rs
     # parameters
     cdef readonly double v_max_alarm, v_max_warn, v_min_warn, v_min_alarm, v_hyst
     cdef readonly double chg_t_min, chg_t_max, dis_t_min, dis_t_max, t_margin, t_hyst
@@ -68,7 +68,6 @@ cdef class Kernel:
     cdef readonly double[::1] share, admit
     # per-cell state
     cdef readonly double[::1] soc, dz, dz_var
-    cdef readonly int[::1] bal
     # per-pack state and outputs
     cdef readonly int[::1] seen, soc_known, prev_on, fresh, pending
     cdef readonly double[::1] last_t, last_i, rest_since, rest_next, full_since, empty_since
@@ -78,7 +77,6 @@ cdef class Kernel:
     cdef readonly double[::1] anchor_t, first_anchor_t, temp_p, r0_p
     cdef readonly double[::1] soc_pack, vmin, vmax, tmin, tmax, excess, ccl_p, dcl_p
     cdef readonly int[::1] ccl_r, dcl_r, contactor
-    cdef readonly long long[::1] mask
     # latches, pack-major (N_LATCH per pack)
     cdef readonly int[::1] lat_on
     cdef readonly double[::1] lat_since, lat_pend
@@ -121,9 +119,8 @@ cdef class Kernel:
         cur=double, st=double, vmin=double, vmax=double, excess=double, v=double, tmin=double,
         tmax=double, x=double, smin=double, smax=double, den=double, vsum=double, vmean=double, dt=double,
         a=double, y=double, tf=double, rate=double, spread=double,
-        bal_from=double, vh=double, th=double, db=double, warn=double, lim=double,
-        has_t=bint, bal_ok=bint, small=bint, charging=bint, on=bint, off=bint, pend=bint,
-        mask="long long", one="long long", flags="long long",
+        vh=double, th=double, db=double, warn=double, lim=double,
+        has_t=bint, charging=bint, on=bint, off=bint, pend=bint, flags="long long",
         zc=int, zc_level=int, zd=int, zd_level=int, fault=int, level=int, nbad=int,
     )
     cdef void _pack(self, Py_ssize_t p, double t) noexcept
@@ -144,7 +141,7 @@ cdef class Kernel:
     @cython.locals(
         s=Py_ssize_t, c=Py_ssize_t, n=Py_ssize_t, j5=Py_ssize_t,
         temp=double, tsum=double, rs=double, r0n=double, dt=double, vbar=double, sv2=double,
-        scale=double, zb=double, x=double, a=double, resting=bint,
+        scale=double, zb=double, x=double, a=double, resting=bint, rest=int,
     )
     cdef void _soc_step(
         self, Py_ssize_t p, Py_ssize_t c0, Py_ssize_t c1, Py_ssize_t s0, Py_ssize_t s1, double cur, double st,
@@ -159,7 +156,7 @@ cdef class Kernel:
     )
     cdef void _temperature(self, double temp) noexcept
 
-    @cython.locals(g="double[::1]", lo=Py_ssize_t, b=Py_ssize_t, x=double, dz=double)
+    @cython.locals(lo=Py_ssize_t, b=Py_ssize_t, x=double, dz=double)
     cdef void _lookup(self, double z) noexcept
 
     cdef double _soc_from_ocv(self, double v) noexcept
@@ -185,7 +182,8 @@ cdef class Kernel:
         innov=double, r=double, sv=double,
     )
     cdef void _update_mean(
-        self, Py_ssize_t p, double v, double cur, double r0n, double base_var, double scale, Py_ssize_t iters
+        self, Py_ssize_t p, double v, double cur, double r0n, double base_var, double scale, Py_ssize_t iters,
+        int hold_b,
     ) noexcept
 
     @cython.locals(j5=Py_ssize_t, x="double[::1]", bmax=double)

@@ -16,14 +16,16 @@ Behaviour in one place (see the kernel for the details):
   profile's ``model_corr_s`` (faster sampling does not make the filter more confident). The start is the
   IR-compensated OCV of each cell (σ from the OCV slope and hysteresis) unless ``initial_soc`` is given.
   Anchors: after ``rest_time_s`` with the 10 s current average below ``rest_current_a`` an iterated-EKF
-  OCV reset (every ``rest_time_s`` while the rest lasts); full when the highest cell is within
+  OCV reset, again every ``rest_time_s`` while the rest lasts with the bias held (a repeat reads the same
+  static model error; the hysteresis state holds while the filtered current is inside its C/100
+  deadband, so a rested cell is read on its branch); full when the highest cell is within
   ``full_voltage_margin_v`` of the charge voltage and |I| < ``full_tail_current_a`` for ``full_hold_s``
-  (that cell → 1); empty when the lowest cell is at or below ``empty_voltage_cell_v`` while not charging
-  for ``debounce_s`` (that cell → 0). A calibration is a measurement of the mean cell's SOC, so the bias
-  learns from it through the SOC–bias covariance (minus the share the capacity error since the last
-  reference explains); far-apart certain anchors (ΔSOC ≥ 0.4) give a capacity sample ΔAh/ΔSOC. The bias
-  is observable wherever the OCV has slope (the SOC drift it causes shows in the voltage) and at anchors;
-  on a flat LFP plateau only via anchors.
+  (that cell → 1); empty when the lowest cell is at or below ``empty_voltage_cell_v``
+  while not charging for ``debounce_s`` (that cell → 0). A calibration is a measurement of the mean cell's
+  SOC, so the bias learns from it through the SOC–bias covariance (minus the share the capacity error since
+  the last reference explains); far-apart certain anchors (ΔSOC ≥ 0.4) give a capacity sample ΔAh/ΔSOC.
+  The bias is observable wherever the OCV has slope (the SOC drift it causes shows in the voltage) and at
+  anchors; on a flat LFP plateau only via anchors.
   ``estimator="counting"`` keeps the anchors but skips the voltage updates.
   Pack SOC = soc_min / (soc_min + 1 − soc_max); system SOC = weighted by rated capacity over the packs in
   service (the online ones while none is).
@@ -70,7 +72,7 @@ from array import array
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
 from types import ModuleType
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -361,7 +363,6 @@ class PackOutput:
     soc: float
     soh: float
     cell_soc: F64
-    balance_mask: int  # bit n = bleed cell n
     contactor_open_request: bool
     soc_std: float = math.nan  # 1σ of the pack's mean-cell SOC estimate
     capacity_ah: float = math.nan  # capacity estimate (rated until two anchors were far enough apart)
@@ -450,9 +451,7 @@ class Core:
     __slots__ = (
         "_alarm_version",
         "_alarms",
-        "_bal",
-        "_cell_t",
-        "_cell_v",
+        "_cap_total",
         "_contactor",
         "_est_f",
         "_est_i",
@@ -461,17 +460,23 @@ class Core:
         "_h_ver",
         "_health_at",
         "_health_out",
+        "_idle",
         "_k",
         "_last",
         "_lat_on",
         "_lat_since",
-        "_mask",
+        "_limits",
+        "_limits_key",
         "_n",
         "_offs",
         "_pack_out",
+        "_requests",
+        "_rows",
         "_soc",
         "_soc_pack",
         "_soffs",
+        "_soh",
+        "_soh_parts",
         "params",
     )
 
@@ -543,13 +548,16 @@ class Core:
         self._n = n
         self._offs = tuple(int(x) for x in np.asarray(k.cell_off))
         self._soffs = tuple(int(x) for x in np.asarray(k.sens_off))
-        self._cell_v: F64 = np.asarray(k.cell_v)
-        self._cell_t: F64 = np.asarray(k.cell_t)
+        cell_v: F64 = np.asarray(k.cell_v)
+        cell_t: F64 = np.asarray(k.cell_t)
+        # per pack, views of its rows in the kernel's input buffers (a fresh sample is copied into them)
+        self._rows: tuple[tuple[F64, F64], ...] = tuple(
+            (cell_v[self._offs[i] : self._offs[i + 1]], cell_t[self._soffs[i] : self._soffs[i + 1]])
+            for i in range(n)
+        )
         self._soc: F64 = np.asarray(k.soc)
-        self._bal = np.asarray(k.bal)
         # scalar reads go through Python memoryviews (cheaper than numpy scalars)
         self._soc_pack: memoryview[float] = memoryview(k.soc_pack).cast("B").cast("d")
-        self._mask: memoryview[int] = memoryview(k.mask).cast("B").cast("q")
         self._contactor: memoryview[int] = memoryview(k.contactor).cast("B").cast("i")
         self._lat_on: memoryview[int] = memoryview(k.lat_on).cast("B").cast("i")
         self._lat_since: memoryview[float] = memoryview(k.lat_since).cast("B").cast("d")
@@ -564,6 +572,15 @@ class Core:
         self._pack_out: list[PackOutput | None] = [None] * n
         self._alarm_version = -1
         self._alarms: tuple[Alarm, ...] = ()
+        self._limits_key: tuple[float | int, ...] = ()
+        self._limits: Limits | None = None
+        self._cap_total = sum(params.capacity_ah)
+        self._soh_parts = [0.0] * n  # per pack, SOH × rated capacity (the SOH is their sum / total)
+        # per pack, whether the kernel already holds its last sample as "online, nothing new"
+        self._idle = [False] * n
+        # the contactor requests the outputs reflect (b"": some output is missing, rebuild what is)
+        self._requests = b""
+        self._soh = math.nan
 
     def step(self, t: float, samples: Sequence[PackSample | None]) -> CoreOutput:
         """Advance to time `t` (s, non-decreasing) with `samples[i]` = pack i's newest usable sample or None.
@@ -576,82 +593,108 @@ class Core:
         if len(samples) != n:
             raise ValueError(f"expected {n} samples (one per pack, None when unusable), got {len(samples)}")
         last = self._last
-        offs = self._offs
-        soffs = self._soffs
         pack_out = self._pack_out
+        rows = self._rows
+        idle = self._idle
+        set_pack = k.set_pack
+        fresh: list[int] = []
         for i in range(n):
             s = samples[i]
             if s is None:
-                k.set_pack(i, 0, 0.0, 0.0, 0, 0)
-                continue
-            fresh = s is not last[i]
-            if fresh:
-                pack_out[i] = None  # new data: this pack's output is rebuilt below
-                a = offs[i]
-                b = offs[i + 1]
-                if s.pack != i or len(s.cell_v) != b - a or len(s.cell_t) != soffs[i + 1] - soffs[i]:
+                set_pack(i, 0, 0.0, 0.0, 0, 0)
+                idle[i] = False
+            elif s is last[i]:
+                if not idle[i]:
+                    set_pack(i, 1, s.t, s.current, int(s.flags), 0)
+                    idle[i] = True
+            else:
+                cv, ct = rows[i]
+                if s.pack != i or len(s.cell_v) != len(cv) or len(s.cell_t) != len(ct):
                     raise ValueError(
                         f"sample for pack {i} has pack={s.pack}, {len(s.cell_v)} cells, {len(s.cell_t)} "
-                        f"sensors; configured {b - a} cells, {soffs[i + 1] - soffs[i]} sensors"
+                        f"sensors; configured {len(cv)} cells, {len(ct)} sensors"
                     )
-                self._cell_v[a:b] = s.cell_v
-                self._cell_t[soffs[i] : soffs[i + 1]] = s.cell_t
+                cv[...] = s.cell_v
+                ct[...] = s.cell_t
                 last[i] = s
-            k.set_pack(i, 1, s.t, s.current, int(s.flags), 1 if fresh else 0)
+                pack_out[i] = None  # new data: this pack's output is rebuilt below
+                set_pack(i, 1, s.t, s.current, int(s.flags), 1)
+                idle[i] = False
+                fresh.append(i)
         k.step(t)
         self._h.step()
 
-        soc_pack = self._soc_pack
-        mask = self._mask
+        # SOC only changes with new data; the contactor request can also change with t
         contactor = self._contactor
-        est_x, est_p, est_cap, est_r0, est_at, est_first = self._est_f
-        est_n, est_kind = self._est_i
-        packs: list[PackOutput] = []
-        for i in range(n):
-            # SOC and balancing only change with new data; the contactor request can also change with t
-            po = pack_out[i]
-            if po is not None and po.contactor_open_request is (contactor[i] != 0):
-                packs.append(po)
-                continue
-            a = offs[i]
-            b = offs[i + 1]
-            m = mask[i]
-            if m < 0:  # a string longer than the kernel's int64 mask, with cells bleeding
-                m = int.from_bytes(np.packbits(self._bal[a:b] != 0, bitorder="little").tobytes(), "little")
-            cell_soc = self._soc[a:b].copy()
-            cell_soc.flags.writeable = False  # shared by every output until the pack changes
-            var = est_p[25 * i]
-            health = self._pack_health(i)
-            po = PackOutput(
-                soc_pack[i], health.soh, cell_soc, m, contactor[i] != 0,
-                math.sqrt(var) if var > 0.0 else 0.0, est_cap[i], est_r0[i], est_x[5 * i + 3],
-                est_n[i], _ANCHORS[est_kind[i]], est_at[i], est_first[i], health,
-            )  # fmt: skip
-            pack_out[i] = po
-            packs.append(po)
+        stale = fresh
+        requests = contactor.tobytes()
+        if requests != self._requests:  # some request changed (or outputs were dropped): look at every pack
+            self._requests = requests
+            stale = [
+                i
+                for i in range(n)
+                if (po := pack_out[i]) is None or po.contactor_open_request is not (contactor[i] != 0)
+            ]
+        if stale:
+            self._pack_outputs(stale)
+            self._soh = sum(self._soh_parts) / self._cap_total
+        packs = cast("tuple[PackOutput, ...]", tuple(pack_out))  # every pack has an output now
 
         if k.alarm_version != self._alarm_version:
             self._alarm_version = k.alarm_version
             self._alarms = self._build_alarms()
 
-        r = _REASONS
         ccl = k.ccl
         dcl = k.dcl
-        limits = Limits(
-            Limit(k.cvl, r[k.cvl_reason]),
-            Limit(ccl, r[k.ccl_reason]),
-            Limit(dcl, r[k.dcl_reason]),
-            Limit(k.dvl, r[k.dvl_reason]),
-            ccl > 0.0,
-            dcl > 0.0,
-            charge_stage=_STAGES[k.stage],
-        )
-        caps = self.params.capacity_ah
-        soh = sum(po.soh * q for po, q in zip(packs, caps, strict=True)) / sum(caps)
+        key = (k.cvl, k.cvl_reason, ccl, k.ccl_reason, dcl, k.dcl_reason, k.dvl, k.dvl_reason, k.stage)
+        limits = self._limits
+        if limits is None or key != self._limits_key:
+            r = _REASONS
+            limits = Limits(
+                Limit(k.cvl, r[k.cvl_reason]),
+                Limit(ccl, r[k.ccl_reason]),
+                Limit(dcl, r[k.dcl_reason]),
+                Limit(k.dvl, r[k.dvl_reason]),
+                ccl > 0.0,
+                dcl > 0.0,
+                charge_stage=_STAGES[k.stage],
+            )
+            self._limits = limits
+            self._limits_key = key
         return CoreOutput(
-            tuple(packs), k.soc_sys, soh, limits, self._alarms,
+            packs, k.soc_sys, self._soh, limits, self._alarms,
             k.ccl_pack if k.ccl_pack >= 0 else None, k.dcl_pack if k.dcl_pack >= 0 else None,
         )  # fmt: skip
+
+    def _pack_outputs(self, stale: list[int]) -> None:
+        """Rebuild the PackOutput of the packs in `stale` (new data, or a changed contactor request)."""
+        offs = self._offs
+        soc = self._soc
+        if len(stale) > 1:
+            # one read-only copy of every cell's SOC, each pack's cell_soc a view of it (cheaper than a copy
+            # per pack; a view kept alive keeps the whole copy: at most one per pack, n_cells × 8 bytes each)
+            soc = soc.copy()
+            soc.setflags(write=False)
+        soc_pack = self._soc_pack
+        contactor = self._contactor
+        est_x, est_p, est_cap, est_r0, est_at, est_first = self._est_f
+        est_n, est_kind = self._est_i
+        pack_out = self._pack_out
+        soh_parts = self._soh_parts
+        caps = self.params.capacity_ah
+        for i in stale:
+            cell_soc = soc[offs[i] : offs[i + 1]]
+            if len(stale) == 1:
+                cell_soc = cell_soc.copy()
+                cell_soc.setflags(write=False)  # shared by every output until the pack changes
+            var = est_p[25 * i]
+            health = self._pack_health(i)
+            pack_out[i] = PackOutput(
+                soc_pack[i], health.soh, cell_soc, contactor[i] != 0,
+                math.sqrt(var) if var > 0.0 else 0.0, est_cap[i], est_r0[i], est_x[5 * i + 3],
+                est_n[i], _ANCHORS[est_kind[i]], est_at[i], est_first[i], health,
+            )  # fmt: skip
+            soh_parts[i] = health.soh * caps[i]
 
     def set_share(self, pack: int, share: float, admit: float) -> None:
         """For the next steps: `pack`'s assumed share of the system current (> 0, any scale: normalised over
@@ -722,6 +765,7 @@ class Core:
             h.reset(i)
             self._health_out[i] = None
             self._pack_out[i] = None
+            self._requests = b""
             if d is None:
                 continue
             a = self._offs[i]
@@ -848,7 +892,6 @@ class Core:
             "empty_since",
             "full_done",
             "empty_done",
-            "bal",
             "seen",
             "pending",
             "last_t",
@@ -865,7 +908,6 @@ class Core:
             "ccl_r",
             "dcl_r",
             "contactor",
-            "mask",
             "lat_on",
             "lat_since",
             "lat_pend",
