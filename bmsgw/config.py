@@ -126,9 +126,9 @@ class MultipackSection(_Section):
 
 
 class BalancingSection(_Section):
-    """[balancing]: the passive balancing planner (core/balancing.py) whose bleed mask goes to the packs."""
+    """[balancing]: the balancing planner (core/balancing.py): bleed masks or transfers sent to the packs."""
 
-    mode: Literal["passive", "off"] = "passive"
+    mode: Literal["passive", "active", "off"] = "passive"
     rule: Literal["auto", "soc", "voltage"] = "auto"  # auto: SOC at the top of charge for LFP, else voltage
     period_s: float = Field(1.0, gt=0, le=600)
     top_soc: float = Field(0.90, ge=0.5, le=1.0)
@@ -137,11 +137,19 @@ class BalancingSection(_Section):
     delta_v: float = Field(0.015, gt=0, le=0.5)
     hyst_v: float = Field(0.005, ge=0, le=0.5)
     bleed_current_a: float = Field(0.2, ge=0, le=10)  # what the pack's bleed resistors draw per cell
+    # active: pack.dbc GatewayBalanceTransfer carries 2 transfers of at most 40.95 A
+    transfer_current_a: float = Field(2.0, gt=0, le=40)
+    max_transfers: int = Field(1, ge=1, le=2)
+    transfer_efficiency: float = Field(0.85, gt=0, le=1)
+    knee_high_v: float = Field(3.40, gt=0, lt=6)  # soc rule: transfers while charging above this
+    knee_low_v: float = Field(3.15, gt=0, lt=6)  # soc rule: transfers while discharging below this
 
     @model_validator(mode="after")
     def _hysteresis(self) -> BalancingSection:
         if self.hyst_v >= self.delta_v:
             raise ValueError(f"hyst_v ({self.hyst_v}) must be below delta_v ({self.delta_v})")
+        if self.knee_low_v >= self.knee_high_v:
+            raise ValueError(f"knee_low_v ({self.knee_low_v}) must be below knee_high_v ({self.knee_high_v})")
         return self
 
 

@@ -233,6 +233,15 @@ class Forecast:
     basis: str = ""  # "load_profile" (learned per hour of week) or "present_current"
 
 
+@dataclass(frozen=True, slots=True)
+class Transfer:
+    """Active balancing: move `current_a` (A, >= 0) out of cell `source` into cell `sink` (0-based cells)."""
+
+    source: int
+    sink: int
+    current_a: float
+
+
 @dataclass(frozen=True, slots=True, eq=False)
 class PackView:
     """One pack as the outputs see it."""
@@ -245,6 +254,7 @@ class PackView:
     soh: float
     cell_soc: F64 | None = None
     balance_mask: int = 0
+    transfers: tuple[Transfer, ...] = ()  # active balancing plan (sent as pack.dbc GatewayBalanceTransfer)
     contactor_open_request: bool = False
     health: PackHealth | None = None
     service: PackService = PackService.RUNNING

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from operator import attrgetter
 from typing import NamedTuple
-
-import numpy as np
 
 from bmsgw.aggregator import Aggregator, Plausibility
 from bmsgw.bms_request import bind_requests
 from bmsgw.config import Settings
-from bmsgw.core import Core, CoreOutput, CoreParams, PackOutput
+from bmsgw.core import Core, CoreOutput, CoreParams
 from bmsgw.core.balancing import BalanceMode, BalanceParams, BalancePlanner, Balancing
 from bmsgw.core.chemistry import profile
 from bmsgw.ems import EmsCommands
@@ -41,7 +40,7 @@ def balancing(settings: Settings, params: CoreParams) -> Balancing:
         BalancePlanner(
             p.cells,
             BalanceParams(
-                mode=BalanceMode.PASSIVE,
+                mode=BalanceMode(b.mode),
                 soc_based=soc_rule,
                 top_soc=b.top_soc,
                 delta_ah=b.delta_pct / 100.0 * p.capacity_ah,
@@ -50,9 +49,14 @@ def balancing(settings: Settings, params: CoreParams) -> Balancing:
                 hyst_v=b.hyst_v,
                 rest_current_a=params.rest_current_a,
                 bleed_current_a=b.bleed_current_a,
+                knee_high_v=b.knee_high_v,
+                knee_low_v=b.knee_low_v,
+                transfer_current_a=b.transfer_current_a,
+                max_transfers=b.max_transfers,
+                transfer_efficiency=b.transfer_efficiency,
             ),
         )
-        if b.mode == "passive"
+        if b.mode != "off"
         else None
         for p in settings.packs
     ]
@@ -114,9 +118,7 @@ class Pipeline:
         self.wall = wall
         self.management = EnergyManager(settings, energy)
         self._stats: list[_Extremes | None] = [None] * len(self._ids)
-        self._views: list[tuple[PackStatus, PackSample | None, PackOutput | None, PackView] | None] = [
-            None
-        ] * len(self._ids)
+        self._views: list[tuple[tuple[object, ...], PackView] | None] = [None] * len(self._ids)
         # Alarms raised by services beside the pipeline (e.g. history database degraded), by key; they are
         # merged into every state from the next step on and never change the limits.
         self.service_alarms: dict[str, Alarm] = {}
@@ -158,24 +160,23 @@ class Pipeline:
         sensor_alarms: Sequence[Alarm],
         out: CoreOutput | None,
     ) -> GatewayState:
-        latest = [self.aggregator.latest(i) for i in range(len(self._ids))]
+        latest = list(map(self.aggregator.latest, range(len(self._ids))))
         self.balancing.step(t, usable, out.packs if out is not None else None)
         masks = self.balancing.masks
+        transfers = self.balancing.transfers
         views = []
+        outs = out.packs if out is not None else (None,) * len(self._ids)
+        roles = self.multipack.roles
+        cached = self._views
         for i, pid in enumerate(self._ids):
-            po = out.packs[i] if out is not None else None
-            prev = self._views[i]
-            # Reuse the view when nothing about the pack changed (the core reuses its PackOutput too).
-            role = self.multipack.roles[i]
-            if (
-                prev is not None
-                and prev[0] is statuses[i]
-                and prev[1] is latest[i]
-                and prev[2] is po
-                and (prev[3].service, prev[3].share) == (role.service, role.share)
-                and prev[3].balance_mask == masks[i]
-            ):
-                views.append(prev[3])
+            po = outs[i]
+            role = roles[i]
+            # Reuse the view when nothing about the pack changed (the core reuses its PackOutput too;
+            # samples and outputs compare by identity).
+            key = (statuses[i], latest[i], po, role.service, role.share, masks[i], transfers[i])
+            prev = cached[i]
+            if prev is not None and prev[0] == key:
+                views.append(prev[1])
                 continue
             view = PackView(
                 pack=i,
@@ -186,27 +187,29 @@ class Pipeline:
                 soh=po.soh if po is not None else math.nan,
                 cell_soc=po.cell_soc if po is not None else None,
                 balance_mask=masks[i],
+                transfers=transfers[i],
                 contactor_open_request=role.contactor_open or (po is not None and po.contactor_open_request),
                 service=role.service,
                 share=role.share,
                 health=po.health if po is not None else None,
             )
-            self._views[i] = (statuses[i], latest[i], po, view)
+            cached[i] = (key, view)
             views.append(view)
         online = [s for s in usable if s is not None]
         # Measurements come from online packs; with none online, keep the last known voltage and
         # temperatures for display but report zero current (the limits carry the fail-safe).
         shown = online or [s for s in latest if s is not None]
+        serving = self.multipack.serving
+        in_service = [s for s in online if serving[s.pack]]
         # capacity of the packs in service (the online ones while none is)
-        cap = sum(self._capacity[s.pack] for s in online if self.multipack.in_service(s.pack)) or sum(
-            self._capacity[s.pack] for s in online
+        cap = sum(map(self._capacity.__getitem__, map(_PACK, in_service))) or sum(
+            map(self._capacity.__getitem__, map(_PACK, online))
         )
-        current = sum(s.current for s in online)
+        current = sum(map(_CURRENT, online))
         forecast = None
         if out is not None:
             limits, soc, soh = out.limits, out.soc, out.soh
-            serving = [s for s in online if self.multipack.in_service(s.pack)] or online
-            limits = bind_requests(limits, serving, [r.share for r in self.multipack.roles])
+            limits = bind_requests(limits, in_service or online, self.multipack.shares)
             wall = self.wall(t) if self.wall is not None else None
             limits, forecast = self.management.step(t, wall, limits, soc, current, cap, bool(online))
             if self.ems is not None:
@@ -217,7 +220,7 @@ class Pipeline:
                         *self.multipack.system_alarms((*out.alarms, *sensor_alarms)),
                         *self.service_alarms.values(),
                     ),
-                    key=lambda a: (a.since, a.code),
+                    key=_ALARM_ORDER,
                 )
             )
         else:
@@ -233,20 +236,20 @@ class Pipeline:
                 dcl_pack=out.dcl_pack if out is not None else None,
             )  # fmt: skip
         stats = [x for s in shown if (x := self._stats[s.pack]) is not None]
-        bus = [s for s in online if self.multipack.in_service(s.pack)] or shown  # held-out packs: not the bus
-        vmin = min(stats, key=lambda x: x.vmin)
-        vmax = max(stats, key=lambda x: x.vmax)
+        bus = in_service or shown  # held-out packs: not the bus
+        vmin = min(stats, key=_VMIN)
+        vmax = max(stats, key=_VMAX)
         tstats = [x for x in stats if x.tcount] or [_NO_TEMPS]  # packs without sensors do not count
-        tmin = min(tstats, key=lambda x: x.tmin)
-        tmax = max(tstats, key=lambda x: x.tmax)
+        tmin = min(tstats, key=_TMIN)
+        tmax = max(tstats, key=_TMAX)
         return GatewayState(
             t=t,
             packs=tuple(views),
             soc=soc,
             soh=soh,
-            voltage=sum(s.voltage for s in bus) / len(bus),
+            voltage=sum(map(_VOLTAGE, bus)) / len(bus),
             current=current,
-            temperature=sum(x.tsum for x in tstats) / max(sum(x.tcount for x in tstats), 1),
+            temperature=sum(map(_TSUM, tstats)) / max(sum(map(_TCOUNT, tstats)), 1),
             cell_v_min=vmin.vmin,
             cell_v_max=vmax.vmax,
             cell_v_min_at=vmin.vmin_at,
@@ -281,19 +284,23 @@ class _Extremes(NamedTuple):
     @classmethod
     def of(cls, s: PackSample) -> _Extremes:
         v, temps = s.cell_v, s.cell_t
-        iv, jv = int(np.argmin(v)), int(np.argmax(v))
+        iv, jv = int(v.argmin()), int(v.argmax())
         if not temps.shape[0]:
             return _NO_TEMPS._replace(vmin=float(v[iv]), vmin_at=CellRef(s.pack, iv), vmax=float(v[jv]),
                                       vmax_at=CellRef(s.pack, jv))  # fmt: skip
-        it, jt = int(np.argmin(temps)), int(np.argmax(temps))
+        it, jt = int(temps.argmin()), int(temps.argmax())
         return cls(
             float(v[iv]), CellRef(s.pack, iv), float(v[jv]), CellRef(s.pack, jv),
             float(temps[it]), CellRef(s.pack, it), float(temps[jt]), CellRef(s.pack, jt),
-            float(np.sum(temps)), temps.shape[0],
+            float(temps.sum()), temps.shape[0],
         )  # fmt: skip
 
 
 _AT = CellRef(0, 0)
+# C-level keys and field readers for the per-step aggregates (cheaper than lambdas and generators)
+_VMIN, _VMAX, _TMIN, _TMAX = map(attrgetter, ("vmin", "vmax", "tmin", "tmax"))
+_TSUM, _TCOUNT, _PACK, _CURRENT, _VOLTAGE = map(attrgetter, ("tsum", "tcount", "pack", "current", "voltage"))
+_ALARM_ORDER = attrgetter("since", "code")
 _NO_TEMPS = _Extremes(math.nan, _AT, math.nan, _AT, math.nan, _AT, math.nan, _AT, math.nan, 0)
 """A pack without temperature sensors (NaN sum: the mean over no sensor at all is NaN)."""
 

@@ -3,13 +3,26 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
 
+from bmsgw.bms.pack_can import TRANSFER_SLOTS
 from bmsgw.config import ConfigError, load_settings
-from bmsgw.core.balancing import BalanceMode, BalanceParams, BalancePlanner
-from bmsgw.model import BmsFlags, Chemistry, GatewayState, PackSample
+from bmsgw.core.balancing import BalanceMode, BalanceParams, BalancePlanner, safe_transfers
+from bmsgw.model import (
+    Alarm,
+    AlarmCode,
+    AlarmLevel,
+    BmsFlags,
+    Chemistry,
+    GatewayState,
+    PackSample,
+    PackService,
+    PackStatus,
+    Transfer,
+)
 from bmsgw.pipeline import Pipeline
 from bmsgw.sim.cells import SimPack, SimPackConfig
 
@@ -160,3 +173,64 @@ def test_balancing_config_names_the_key() -> None:
         load_settings(None, {"balancing": {"delta_v": 0.01, "hyst_v": 0.02}}, env={})
     with pytest.raises(ConfigError, match=r"balancing\.mode"):
         load_settings(None, {"balancing": {"mode": "magic"}}, env={})
+
+
+# --- active mode: transfers on the pack view, and the fail-safe gate before the pack bus -----------------
+
+
+def test_gateway_active_mode_plans_transfers_not_bleeding() -> None:
+    pipe = _pipeline(mode="active", transfer_current_a=1.5)
+    state = _run(pipe, [3.42, 3.55, 3.44, 3.41], 2.0)  # top knee while charging
+    view = state.packs[0]
+    assert view.transfers == (Transfer(1, 3, 1.5),)  # fullest gives to emptiest
+    assert view.balance_mask == 0
+    assert _run(pipe, [3.30, 3.31, 3.32, 3.30], 2.0).packs[0].transfers == ()  # plateau: nothing
+    two = _pipeline(mode="active", max_transfers=2)
+    assert _run(two, [3.42, 3.55, 3.44, 3.41], 2.0).packs[0].transfers == (
+        Transfer(1, 3, 2.0),
+        Transfer(2, 0, 2.0),
+    )
+
+
+def test_safe_transfers_stop_on_stale_data_faults_and_a_lost_link() -> None:
+    state = _run(_pipeline(mode="active"), [3.42, 3.55, 3.44, 3.41], 2.0)
+    view = state.packs[0]
+    assert view.sample is not None
+    planned = view.transfers
+    assert planned
+    assert safe_transfers(state, view, state.t + 1.0, 3.0) == planned
+    assert safe_transfers(state, view, state.t + 3.5, 3.0) == ()  # the state is old: the pipeline hangs
+    assert safe_transfers(state, replace(view, status=PackStatus.STALE), state.t, 3.0) == ()
+    assert safe_transfers(state, replace(view, service=PackService.ISOLATED), state.t, 3.0) == ()
+    faulted = replace(view.sample, flags=view.sample.flags | BmsFlags.BMS_FAULT)
+    assert safe_transfers(state, replace(view, sample=faulted), state.t, 3.0) == ()
+
+    def with_alarm(code: AlarmCode, level: AlarmLevel, pack: int | None) -> GatewayState:
+        return replace(state, alarms=(Alarm(code, level, state.t, pack),))
+
+    assert safe_transfers(with_alarm(AlarmCode.COMM_LOST, AlarmLevel.ALARM, None), view, state.t, 3.0) == ()
+    assert (
+        safe_transfers(with_alarm(AlarmCode.OVERTEMPERATURE, AlarmLevel.ALARM, 0), view, state.t, 3.0) == ()
+    )
+    assert (
+        safe_transfers(with_alarm(AlarmCode.CELL_OVERVOLTAGE, AlarmLevel.FAULT, 0), view, state.t, 3.0) == ()
+    )
+    # moving charge out of the high cell is what relieves an over-voltage or imbalance alarm
+    ov = with_alarm(AlarmCode.CELL_OVERVOLTAGE, AlarmLevel.ALARM, 0)
+    assert safe_transfers(ov, view, state.t, 3.0) == planned
+    assert (
+        safe_transfers(with_alarm(AlarmCode.SENSOR_FAULT, AlarmLevel.ALARM, 1), view, state.t, 3.0) == planned
+    )
+
+
+def test_active_balancing_config_is_checked() -> None:
+    with pytest.raises(ConfigError, match="knee_low_v"):
+        load_settings(None, {"balancing": {"knee_low_v": 3.5, "knee_high_v": 3.4}}, env={})
+    with pytest.raises(ConfigError, match=r"balancing\.max_transfers"):
+        load_settings(None, {"balancing": {"max_transfers": TRANSFER_SLOTS + 1}}, env={})
+    with pytest.raises(ConfigError, match=r"balancing\.transfer_current_a"):
+        load_settings(None, {"balancing": {"transfer_current_a": 41.0}}, env={})
+    settings, _ = load_settings(
+        None, {"balancing": {"mode": "active", "max_transfers": TRANSFER_SLOTS}}, env={}
+    )
+    assert settings.balancing.mode == "active"

@@ -18,6 +18,8 @@ from hypothesis import strategies as st
 
 from bmsgw.bms import pack_can as pc
 from bmsgw.bms.pack_can import (
+    TRANSFER_SLOTS,
+    BalanceTransferMsg,
     CellVoltagesMsg,
     ContactorRequest,
     GatewayCommandMsg,
@@ -33,15 +35,24 @@ from bmsgw.bms.pack_can import (
     encode_info,
     encode_status,
     encode_temps,
+    encode_transfer,
 )
-from bmsgw.model import BmsFlags, Frame
+from bmsgw.model import BmsFlags, Frame, Transfer
 
 ROOT = Path(__file__).resolve().parents[1]
 DBC_PATH = ROOT / "dbc" / "pack.dbc"
 F = BmsFlags
 STATUS_BITS = F.CHARGE_FET | F.DISCHARGE_FET | F.BALANCING | F.CONTACTOR_CLOSED | F.BMS_FAULT
 ALARM_BITS = BmsFlags(0xFF00)
-KINDS = {0: "PackStatus", 1: "PackInfo", 2: "CellVoltages", 3: "Temperatures", 8: "GatewayCommand"}
+KINDS = {
+    0: "PackStatus",
+    1: "PackInfo",
+    2: "CellVoltages",
+    3: "Temperatures",
+    8: "GatewayCommand",
+    9: "GatewayBalanceTransfer",
+}
+FROM_GATEWAY = {"GatewayCommand", "GatewayBalanceTransfer"}
 PACK_IDS = [0x400 + m * 0x10 + k for m in range(16) for k in KINDS]
 
 
@@ -82,6 +93,7 @@ def test_dbc_loads_in_cantools_with_all_messages() -> None:
         "CellVoltages": 200,
         "Temperatures": 500,
         "GatewayCommand": 1000,
+        "GatewayBalanceTransfer": 1000,
     }
     for msg in db.messages:
         module, kind = divmod(msg.frame_id - 0x400, 0x10)
@@ -93,7 +105,7 @@ def test_dbc_loads_in_cantools_with_all_messages() -> None:
         assert all(s.name.startswith("PACK_") and s.byte_order == "little_endian" for s in msg.signals)
         assert all(s.comment for s in msg.signals)
         assert msg.is_multiplexed() == (KINDS[kind] in {"CellVoltages", "Temperatures"})
-        expected_sender = "GATEWAY" if KINDS[kind] == "GatewayCommand" else f"PACK_{module:02d}"
+        expected_sender = "GATEWAY" if KINDS[kind] in FROM_GATEWAY else f"PACK_{module:02d}"
         assert msg.senders == [expected_sender]
     cells = db.get_message_by_name("CellVoltages_M05")
     assert cells.signal_tree[0] == {
@@ -144,6 +156,14 @@ GOLDEN: list[tuple[Frame, PackMessage]] = [
         Frame(0x408, bytes.fromhex("0180000092000000")),
         GatewayCommandMsg(0, 0x8001, ContactorRequest.OPEN, 9),
     ),
+    # 0x459 module 5 GatewayBalanceTransfer: slot 1 cell 16 -> cell 3 at 2.00 A = 200 = 0x0C8 in bits
+    # 16-27, alive 6 in bits 28-31 -> bytes 2-3 = C8 60; slot 2 cell 1 -> cell 32 at 40.95 A = 0xFFF.
+    (
+        Frame(0x459, bytes.fromhex("1003C8600120FF0F")),
+        BalanceTransferMsg(5, (Transfer(15, 2, 2.0), Transfer(0, 31, 40.95)), 6),
+    ),
+    # 0x4F9 module 15: both slots unused (stop all transfers), alive 15.
+    (Frame(0x4F9, bytes.fromhex("000000F000000000")), BalanceTransferMsg(15, (), 15)),
 ]
 
 
@@ -159,6 +179,8 @@ def test_golden_frames_encode() -> None:
         encode_cells(2, [3.3] * 12 + [3.300, 3.301, 2.500])[3],
         encode_temps(15, [0.0, 0.0, 0.0, 25.0, -10.5, None])[1],
         encode_command(0, 0x8001, ContactorRequest.OPEN, 9),
+        encode_transfer(5, [Transfer(15, 2, 2.0), Transfer(0, 31, 40.95)], 6),
+        encode_transfer(15, (), 15),
     ]
     assert enc == [frame for frame, _ in GOLDEN]
 
@@ -291,7 +313,7 @@ def test_encoders_reject_bad_arguments() -> None:
 
 
 @pytest.mark.parametrize(
-    "frame_id", [0x000, 0x351, 0x3FF, 0x404, 0x407, 0x409, 0x40F, 0x4F4, 0x4FF, 0x500, -1, 1 << 29]
+    "frame_id", [0x000, 0x351, 0x3FF, 0x404, 0x407, 0x40A, 0x40F, 0x4F4, 0x4FF, 0x500, -1, 1 << 29]
 )
 def test_foreign_ids_are_none(frame_id: int) -> None:
     assert decode(frame_id, bytes(8)) is None
@@ -302,7 +324,7 @@ def test_extended_frames_are_none() -> None:
 
 
 @pytest.mark.parametrize("length", [0, 1, 7, 9, 64])
-@pytest.mark.parametrize("frame_id", [0x400, 0x4A1, 0x402, 0x4F3, 0x408])
+@pytest.mark.parametrize("frame_id", [0x400, 0x4A1, 0x402, 0x4F3, 0x408, 0x4C9])
 def test_wrong_dlc_raises(frame_id: int, length: int) -> None:
     with pytest.raises(PackCanError, match="8 data bytes"):
         decode(frame_id, bytes(length))
@@ -315,6 +337,11 @@ def test_wrong_dlc_raises(frame_id: int, length: int) -> None:
         (0x4E2, bytes([255, 0, 0, 0, 0, 0, 0, 0])),
         (0x403, bytes([4, 0, 0, 0, 0, 0, 0, 0])),
         (0x408, bytes([0, 0, 0, 0, 3, 0, 0, 0])),
+        (0x409, bytes([1, 0, 0, 0, 0, 0, 0, 0])),  # transfer slot with a from-cell but no to-cell
+        (0x409, bytes([0, 2, 0, 0, 0, 0, 0, 0])),  # ... a to-cell but no from-cell
+        (0x409, bytes([33, 1, 0, 0, 0, 0, 0, 0])),  # cell 33
+        (0x409, bytes([4, 4, 0, 0, 0, 0, 0, 0])),  # a cell to itself
+        (0x419, bytes([1, 2, 0, 0, 2, 3, 0, 0])),  # cell 2 in both slots
     ],
 )
 def test_bad_multiplexer_or_enum_raises(frame_id: int, data: bytes) -> None:
@@ -402,6 +429,16 @@ def _reference_decode(frame_id: int, data: bytes) -> PackMessage | None:
         g = d["PACK_TempGroup"]
         temps = [d[f"PACK_Temp{3 * g + k:02d}"] for k in range(1, 4)]
         return TemperaturesMsg(module, g, tuple(None if v == -3276.8 else v for v in temps))
+    if kind == "GatewayBalanceTransfer":
+        transfers = []
+        for k in (1, 2):
+            a, b = d[f"PACK_XferFromCell{k}"], d[f"PACK_XferToCell{k}"]
+            if (a, b) != (0, 0):
+                transfers.append(Transfer(a - 1, b - 1, d[f"PACK_XferCurrent{k}"]))
+        cells = [c for tr in transfers for c in (tr.source, tr.sink)]
+        if len(set(cells)) != len(cells) or not all(0 <= c < 32 for c in cells):
+            raise PackCanError("transfer cells")
+        return BalanceTransferMsg(module, tuple(transfers), d["PACK_XferAlive"])
     if d["PACK_CmdContactor"] == 3:
         raise PackCanError("contactor")
     contactor = ContactorRequest(d["PACK_CmdContactor"])
@@ -526,6 +563,58 @@ def test_command_values_round_trip(module: int, mask: int, contactor: ContactorR
     )
 
 
+@given(
+    module=module_st,
+    cells=st.lists(st.integers(0, 31), min_size=0, max_size=4, unique=True).filter(lambda c: len(c) % 2 == 0),
+    currents=st.lists(st.floats(0.0, 40.95), min_size=2, max_size=2),
+    alive=st.integers(0, 100),
+)
+def test_transfer_values_round_trip(module: int, cells: list[int], currents: list[float], alive: int) -> None:
+    sent = [Transfer(cells[i], cells[i + 1], currents[i // 2]) for i in range(0, len(cells), 2)]
+    msg = _one(encode_transfer(module, sent, alive))
+    assert isinstance(msg, BalanceTransferMsg)
+    assert (msg.module, msg.alive) == (module, alive % 16)
+    assert [(t.source, t.sink) for t in msg.transfers] == [(t.source, t.sink) for t in sent]
+    for got, want in zip(msg.transfers, sent, strict=True):
+        assert abs(got.current_a - want.current_a) <= 0.005 + 1e-9
+
+
+@given(data=st.binary(min_size=8, max_size=8), module=module_st)
+@settings(max_examples=1000)
+def test_transfer_decoder_random_payloads(data: bytes, module: int) -> None:
+    """Random payloads decode or raise PackCanError; what decodes is valid and re-encodes to itself."""
+    try:
+        msg = decode(0x409 + 0x10 * module, data)
+    except PackCanError:
+        return
+    assert isinstance(msg, BalanceTransferMsg)
+    assert len(msg.transfers) <= TRANSFER_SLOTS
+    cells = [c for t in msg.transfers for c in (t.source, t.sink)]
+    assert len(set(cells)) == len(cells)
+    assert all(0 <= c < 32 for c in cells)
+    assert all(0.0 <= t.current_a <= 40.95 for t in msg.transfers)
+    assert _one(encode_transfer(module, msg.transfers, msg.alive)) == msg
+
+
+def test_transfer_encoder_checks_and_clamps() -> None:
+    with pytest.raises(ValueError, match="at most 2"):
+        encode_transfer(0, [Transfer(0, 1, 1.0), Transfer(2, 3, 1.0), Transfer(4, 5, 1.0)], 0)
+    with pytest.raises(ValueError, match="distinct"):
+        encode_transfer(0, [Transfer(0, 1, 1.0), Transfer(1, 3, 1.0)], 0)
+    with pytest.raises(ValueError, match="within"):
+        encode_transfer(0, [Transfer(0, 32, 1.0)], 0)
+    with pytest.raises(ValueError, match=">= 0"):
+        encode_transfer(0, [Transfer(0, 1, -1.0)], 0)
+    with pytest.raises(ValueError, match=">= 0"):
+        encode_transfer(0, [Transfer(0, 1, math.nan)], 0)
+    with pytest.raises(ValueError, match="module"):
+        encode_transfer(16, [], 0)
+    assert _one(encode_transfer(1, [Transfer(3, 4, 99.0)], 0)) == BalanceTransferMsg(
+        1, (Transfer(3, 4, 40.95),), 0
+    )
+    assert TRANSFER_SLOTS == 2
+
+
 # --------------------------------------------------------------------------------------------------
 # PackAssembler
 # --------------------------------------------------------------------------------------------------
@@ -617,11 +706,12 @@ def test_assembler_ignores_other_modules_and_commands() -> None:
     _data(asm, 4, 0.0)  # 4 frames of module 4
     assert asm.feed(_one(encode_status(4, 20.0, 0.0, F.NONE, 0)), 0.1) is None
     assert asm.feed(_one(encode_command(3, 1, ContactorRequest.NONE, 0)), 0.1) is None
-    assert (asm.ignored, asm.incomplete, asm.samples) == (6, 0, 0)
+    assert asm.feed(_one(encode_transfer(3, [Transfer(0, 1, 1.0)], 0)), 0.1) is None
+    assert (asm.ignored, asm.incomplete, asm.samples) == (7, 0, 0)
     _data(asm, 3, 0.2)
     # Groups beyond the configured cells/sensors are not used either.
     _feed_all(asm, encode_cells(3, [3.3] * 12) + encode_temps(3, [20.0] * 9), 0.2)
-    assert asm.ignored == 6 + 2
+    assert asm.ignored == 7 + 2
     sample = asm.feed(_one(encode_status(3, 20.0, 0.0, F.NONE, 0)), 0.3)
     assert sample is not None
     assert len(sample.cell_v) == 6
@@ -697,6 +787,7 @@ def test_encoded_frames_are_standard_8_byte_frames() -> None:
         *encode_cells(15, [3.3] * 32),
         *encode_temps(15, [20.0] * 12),
         encode_command(15, 0, ContactorRequest.NONE, 0),
+        encode_transfer(15, (), 0),
     ]
     assert all(len(f.data) == 8 and not f.extended and 0x4F0 <= f.id <= 0x4FF for f in frames)
-    assert [f.id & 0xF for f in frames] == [0, 1] + [2] * 8 + [3] * 4 + [8]
+    assert [f.id & 0xF for f in frames] == [0, 1] + [2] * 8 + [3] * 4 + [8, 9]

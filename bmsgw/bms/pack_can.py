@@ -19,12 +19,14 @@ import cantools
 import numpy as np
 from cantools.database.can import Database, Message, Signal
 
-from bmsgw.model import F64, BmsFlags, Frame, PackSample
+from bmsgw.model import F64, BmsFlags, Frame, PackSample, Transfer
 
 __all__ = [
     "MAX_CELLS",
     "MAX_TEMPS",
     "MODULES",
+    "TRANSFER_SLOTS",
+    "BalanceTransferMsg",
     "CellVoltagesMsg",
     "ContactorRequest",
     "GatewayCommandMsg",
@@ -41,6 +43,7 @@ __all__ = [
     "encode_status",
     "encode_temps",
     "encode_tick",
+    "encode_transfer",
 ]
 
 # ---------------------------------------------------------------------------------------------------
@@ -111,7 +114,19 @@ class GatewayCommandMsg:
     alive: int
 
 
-PackMessage: TypeAlias = PackStatusMsg | PackInfoMsg | CellVoltagesMsg | TemperaturesMsg | GatewayCommandMsg
+@dataclass(frozen=True, slots=True)
+class BalanceTransferMsg:
+    """GatewayBalanceTransfer (0x4m9, gateway -> pack): the active-balancing transfers (0-based cells,
+    A drawn from the source), () = stop all; alive 0..15."""
+
+    module: int
+    transfers: tuple[Transfer, ...]
+    alive: int
+
+
+PackMessage: TypeAlias = (
+    PackStatusMsg | PackInfoMsg | CellVoltagesMsg | TemperaturesMsg | GatewayCommandMsg | BalanceTransferMsg
+)
 
 
 def decode(frame_id: int, data: bytes, *, extended: bool = False) -> PackMessage | None:
@@ -170,6 +185,26 @@ def encode_command(module: int, balance_mask: int, contactor: ContactorRequest, 
         "PACK_CmdContactor": int(ContactorRequest(contactor)),
         "PACK_CmdAlive": _wrap(sig["PACK_CmdAlive"], alive),
     }
+    return _encode(msg, raw)
+
+
+def encode_transfer(module: int, transfers: Sequence[Transfer], alive: int) -> Frame:
+    """GatewayBalanceTransfer frame; () = the no-transfer frame. Current clamped to the DBC range, alive
+    taken mod 16; ValueError for more than TRANSFER_SLOTS transfers, a cell out of 0..MAX_CELLS-1, a cell
+    used twice, or a negative/NaN current."""
+    msg, sig = _message("GatewayBalanceTransfer", module)
+    if len(transfers) > len(_XFER_SLOTS):
+        raise ValueError(f"at most {len(_XFER_SLOTS)} transfers, got {len(transfers)}")
+    cells = [c for tr in transfers for c in (tr.source, tr.sink)]
+    if len(set(cells)) != len(cells) or not all(0 <= c < MAX_CELLS for c in cells):
+        raise ValueError(f"transfer cells must be distinct and within 0..{MAX_CELLS - 1}, got {cells}")
+    raw = {name: 0 for slot in _XFER_SLOTS for name in slot}
+    raw[_XFER_ALIVE] = _wrap(sig[_XFER_ALIVE], alive)
+    for (src, dst, cur), tr in zip(_XFER_SLOTS, transfers, strict=False):
+        if not tr.current_a >= 0.0:
+            raise ValueError(f"transfer current must be >= 0 A, got {tr.current_a}")
+        raw[src], raw[dst] = tr.source + 1, tr.sink + 1
+        raw[cur] = _to_raw(sig[cur], tr.current_a)
     return _encode(msg, raw)
 
 
@@ -324,6 +359,7 @@ class PackAssembler:
 # ---------------------------------------------------------------------------------------------------
 
 _Decoder: TypeAlias = Callable[[int, int], PackMessage]  # (module, payload as little-endian int)
+_XFER_ALIVE = "PACK_XferAlive"
 _Groups: TypeAlias = tuple[str, list[list[str]]]  # multiplexer signal, value signals per group
 
 # Semantic mapping (the codec's job): DBC flag signal -> BmsFlags bit.
@@ -499,12 +535,41 @@ def _command_decoder(msg: Message) -> _Decoder:
     return dec
 
 
+def _transfer_decoder(msg: Message) -> _Decoder:
+    slots = [tuple(_field(msg.get_signal_by_name(n)) for n in names) for names in _transfer_slots(msg)]
+    als, alm, *_ = _field(msg.get_signal_by_name(_XFER_ALIVE))
+    top = int(_limits(msg.get_signal_by_name(_transfer_slots(msg)[0][0]))[1])  # highest cell number
+    name = msg.name
+
+    def dec(module: int, raw: int) -> PackMessage:
+        transfers: list[Transfer] = []
+        used: set[int] = set()
+        for src, dst, cur in slots:
+            a, b = (raw >> src.shift) & src.mask, (raw >> dst.shift) & dst.mask
+            if a == src.absent and b == dst.absent:
+                continue
+            if a == src.absent or b == dst.absent or a > top or b > top or a in used or b in used or a == b:
+                raise PackCanError(f"{name}: invalid transfer cells {a} -> {b}")
+            used |= {a, b}
+            transfers.append(Transfer(a - 1, b - 1, ((raw >> cur.shift) & cur.mask) / cur.div + cur.offset))
+        return BalanceTransferMsg(module, tuple(transfers), (raw >> als) & alm)
+
+    return dec
+
+
+def _transfer_slots(msg: Message) -> list[tuple[str, str, str]]:
+    """(from-cell, to-cell, current) signal names per transfer slot, slot 1 first."""
+    n = sum(1 for s in msg.signals if s.name.startswith("PACK_XferFromCell"))
+    return [(f"PACK_XferFromCell{k}", f"PACK_XferToCell{k}", f"PACK_XferCurrent{k}") for k in range(1, n + 1)]
+
+
 _BUILDERS: dict[str, Callable[[Message], _Decoder]] = {
     "PackStatus": _status_decoder,
     "PackInfo": _info_decoder,
     "CellVoltages": lambda m: _group_decoder(m, CellVoltagesMsg),
     "Temperatures": lambda m: _group_decoder(m, TemperaturesMsg),
     "GatewayCommand": _command_decoder,
+    "GatewayBalanceTransfer": _transfer_decoder,
 }
 
 
@@ -533,6 +598,8 @@ _INFO_FRESH_S = 3 * (_BY_KIND["PackInfo", 0].cycle_time or 1000) / 1000.0  # thr
 MODULES: int = 1 + max(mod for _, mod in _BY_KIND)
 MAX_CELLS: int = _CELLS_PER_GROUP * len(_CELL_GROUPS)
 MAX_TEMPS: int = _TEMPS_PER_GROUP * len(_TEMP_GROUPS)
+_XFER_SLOTS = _transfer_slots(_BY_KIND["GatewayBalanceTransfer", 0])
+TRANSFER_SLOTS: int = len(_XFER_SLOTS)
 
 
 def _store(vals: tuple[float | None, ...], base: int, dst: list[float], rx: list[float], t: float) -> None:

@@ -15,6 +15,8 @@ the planning period (seconds), not per sample, so it is numpy rather than compil
   Per-cell SOC estimates are not used for it: the estimator cannot tell the cells' capacities apart on the
   LFP plateau, and transfers steered by them run away (bench/balancing.py measures both).
 Never bleeds while discharging (that only wastes energy); nothing when any input is not finite.
+`Pipeline` puts the masks and transfers on the pack views; the CAN pack source sends transfers
+(pack.dbc GatewayBalanceTransfer) only while `safe_transfers` allows them (fresh state and data, no faults).
 
 The estimator counts the pack current for every cell; it cannot see the charge the balancer itself moves.
 The planner therefore adds what it commanded (bleed or transfer current × time ÷ capacity) to the cell SOC
@@ -32,12 +34,31 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from bmsgw.model import F64, PackSample
+from bmsgw.model import (
+    F64,
+    AlarmCode,
+    AlarmLevel,
+    BmsFlags,
+    GatewayState,
+    PackSample,
+    PackService,
+    PackStatus,
+    PackView,
+    Transfer,
+)
 
 if TYPE_CHECKING:
     from bmsgw.core.core import PackOutput
 
-__all__ = ["BalanceMode", "BalanceParams", "BalancePlan", "BalancePlanner", "Balancing", "Transfer"]
+__all__ = [
+    "BalanceMode",
+    "BalanceParams",
+    "BalancePlan",
+    "BalancePlanner",
+    "Balancing",
+    "Transfer",
+    "safe_transfers",
+]
 
 
 class BalanceMode(enum.StrEnum):
@@ -82,15 +103,6 @@ class BalanceParams:
         for name, ok in checks.items():
             if not ok:
                 raise ValueError(f"BalanceParams.{name} = {getattr(self, name)!r} is out of range")
-
-
-@dataclass(frozen=True, slots=True)
-class Transfer:
-    """Move `current_a` out of cell `source` into cell `sink` (0-based cell indices)."""
-
-    source: int
-    sink: int
-    current_a: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -224,25 +236,65 @@ class Balancing:
         self.rated_ah = [float(x) for x in rated_ah]
         self.period_s = period_s
         self.masks: tuple[int, ...] = (0,) * len(self.planners)
+        self.transfers: tuple[tuple[Transfer, ...], ...] = ((),) * len(self.planners)
         self._next = -math.inf
 
     def step(
         self, t: float, samples: Sequence[PackSample | None], estimates: Sequence[PackOutput] | None
     ) -> None:
-        """Re-plan at `t` when the period is up; a pack without a sample or estimate bleeds nothing."""
+        """Re-plan at `t` when the period is up; a pack without a sample or estimate gets an idle plan."""
         if t < self._next:
             return
         self._next = t + self.period_s
         masks = []
+        transfers: list[tuple[Transfer, ...]] = []
         for i, planner in enumerate(self.planners):
             s = samples[i]
             po = estimates[i] if estimates is not None else None
             if planner is None or s is None or po is None or len(po.cell_soc) != len(s.cell_v):
                 masks.append(0)
+                transfers.append(())
                 continue
             cap = self.rated_ah[i]
             capacity = np.full(len(s.cell_v), cap)
             if po.health is not None and np.isfinite(po.health.cell_capacity_ah).all():
                 capacity = po.health.cell_capacity_ah
-            masks.append(planner.plan(s.cell_v, po.cell_soc, capacity, s.current, t, po.anchors).mask)
+            plan = planner.plan(s.cell_v, po.cell_soc, capacity, s.current, t, po.anchors)
+            masks.append(plan.mask)
+            transfers.append(plan.transfers)
         self.masks = tuple(masks)
+        self.transfers = tuple(transfers)
+
+
+# Alarms (at ALARM level or above, on the pack or system-wide) that stop transfers: the data or the pack
+# cannot be trusted, or heat must not be added. Cell over/under-voltage and imbalance do not: moving charge
+# out of the high cell into the low one is what relieves them.
+_STOP_CODES = frozenset(
+    {
+        AlarmCode.COMM_LOST,
+        AlarmCode.SENSOR_FAULT,
+        AlarmCode.BMS_FAULT,
+        AlarmCode.OVERTEMPERATURE,
+        AlarmCode.THERMAL_RUNAWAY,
+        AlarmCode.PACK_ISOLATED,
+    }
+)
+
+
+def safe_transfers(state: GatewayState, view: PackView, now: float, max_age_s: float) -> tuple[Transfer, ...]:
+    """The view's planned transfers if running them at `now` is safe, else (): the state is at most
+    `max_age_s` old, the pack online with fresh data, not isolated, no BMS fault flag, no FAULT-level alarm
+    and no stopping alarm (comm, sensor, BMS, temperature) on it or system-wide."""
+    if not view.transfers or not now - state.t <= max_age_s:
+        return ()
+    sample = view.sample
+    if view.status is not PackStatus.ONLINE or sample is None or view.service is PackService.ISOLATED:
+        return ()
+    if sample.flags & BmsFlags.BMS_FAULT:
+        return ()
+    for a in state.alarms:
+        if a.pack in (None, view.pack) and (
+            a.level is AlarmLevel.FAULT or (a.level >= AlarmLevel.ALARM and a.code in _STOP_CODES)
+        ):
+            return ()
+    return view.transfers

@@ -6,9 +6,17 @@ import asyncio
 import math
 from collections.abc import Callable
 
-from bmsgw.bms.pack_can import ContactorRequest, PackAssembler, PackCanError, decode, encode_command
+from bmsgw.bms.pack_can import (
+    ContactorRequest,
+    PackAssembler,
+    PackCanError,
+    decode,
+    encode_command,
+    encode_transfer,
+)
 from bmsgw.clock import Clock
 from bmsgw.config import Settings
+from bmsgw.core.balancing import safe_transfers
 from bmsgw.log import get_logger
 from bmsgw.model import Frame, GatewayState, PackSample
 from bmsgw.transport.can_bus import AsyncCanBus, CanBusError
@@ -18,6 +26,8 @@ __all__ = ["CanPackSource", "PackFrameDecoder"]
 _log = get_logger(__name__)
 
 COMMAND_PERIOD_S = 1.0
+# Transfers run only on a state at most this old (the pack's own GatewayBalanceTransfer timeout).
+TRANSFER_STATE_MAX_AGE_S = 3.0
 
 
 class PackFrameDecoder:
@@ -89,6 +99,7 @@ class CanPackSource:
         self._packs = set(packs if packs is not None else range(len(settings.packs)))
         self.bus: AsyncCanBus | None = None
         self.reconnects = 0
+        self.transfers_sent = 0  # GatewayBalanceTransfer frames that carried at least one transfer
         self.last_frame_t = -math.inf
 
     async def run(self) -> None:
@@ -129,10 +140,14 @@ class CanPackSource:
             rejected = dec.rejected
 
     async def _command(self, bus: AsyncCanBus) -> None:
+        """Every COMMAND_PERIOD_S: GatewayCommand per pack, and with active balancing its
+        GatewayBalanceTransfer (no transfers unless `safe_transfers` allows them)."""
         alive = 0
+        active = self._settings.balancing.mode == "active"
         while True:
             await asyncio.sleep(COMMAND_PERIOD_S / self._clock.speed)
             state = self._state()
+            now = self._clock.now()
             for view in state.packs:
                 cfg = self._settings.packs[view.pack]
                 if view.pack not in self._packs:
@@ -140,4 +155,8 @@ class CanPackSource:
                 contactor = ContactorRequest.OPEN if view.contactor_open_request else ContactorRequest.NONE
                 frame: Frame = encode_command(cfg.address, view.balance_mask, contactor, alive)
                 await bus.send(frame, self._clock.stamp())
+                if active:
+                    moves = safe_transfers(state, view, now, TRANSFER_STATE_MAX_AGE_S)
+                    self.transfers_sent += bool(moves)
+                    await bus.send(encode_transfer(cfg.address, moves, alive), self._clock.stamp())
             alive = (alive + 1) & 0xF

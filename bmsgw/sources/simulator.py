@@ -10,7 +10,17 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bmsgw.bms.pack_can import TICK_S, ContactorRequest, GatewayCommandMsg, PackCanError, decode, encode_tick
+import numpy as np
+
+from bmsgw.bms.pack_can import (
+    TICK_S,
+    BalanceTransferMsg,
+    ContactorRequest,
+    GatewayCommandMsg,
+    PackCanError,
+    decode,
+    encode_tick,
+)
 from bmsgw.clock import SteppedClock
 from bmsgw.config import Settings
 from bmsgw.model import BmsFlags, Chemistry, Frame, GatewayState
@@ -24,6 +34,10 @@ PACK_CHANNEL = "bmsgw-sim-pack"
 INVERTER_CHANNEL = "bmsgw-sim-inverter"
 DT_S = TICK_S  # one physics step per pack transmit tick
 LIMITS_TIMEOUT_S = 10.0
+# The simulated packs' active balancer (pack.dbc GatewayBalanceTransfer): the sink cell gains this fraction
+# of what the source gives; transfers stop when no frame with a new alive counter came for the timeout.
+TRANSFER_EFFICIENCY = 0.85
+TRANSFER_TIMEOUT_S = 3.0
 # Lockstep: simulated time only runs ahead of what the gateway has received by this much, so a slow
 # machine slows the simulation down instead of making the gateway see stale data.
 MAX_LAG_S = 0.5  # the simulated inverter stops using limits it has not heard for this long
@@ -117,6 +131,8 @@ class SimulatedPacks:
         self._record = record
         self._alive = [0] * len(packs)
         self._contactor_open = [False] * len(packs)
+        self._transfers: list[BalanceTransferMsg | None] = [None] * len(packs)  # running, with its arrival
+        self._transfer_at = [0.0] * len(packs)
         self._ccl = 0.0
         self._dcl = 0.0
         self._limits_at = -float("inf")
@@ -195,6 +211,13 @@ class SimulatedPacks:
                 if i is not None:
                     self.packs[i].set_balance(cmd.balance_mask)
                     self._contactor_open[i] = cmd.contactor is ContactorRequest.OPEN
+            elif isinstance(cmd, BalanceTransferMsg):
+                i = self._index_of(cmd.module)
+                if i is not None:
+                    self._run_transfers(i, cmd)
+        for i, running in enumerate(self._transfers):
+            if running is not None and self._clock.now() - self._transfer_at[i] > TRANSFER_TIMEOUT_S:
+                self._run_transfers(i, None)
         if inv_bus is None:
             lim = self._state().limits
             self._ccl, self._dcl, self._limits_at = lim.ccl.value, lim.dcl.value, self._clock.now()
@@ -204,6 +227,24 @@ class SimulatedPacks:
                 # The simulated inverter reads limits the way a real one does: 0x351 CCL/DCL in 0.1 A.
                 _, ccl, dcl = struct.unpack_from("<Hhh", bytes(msg.data))
                 self._ccl, self._dcl, self._limits_at = ccl / 10, dcl / 10, self._clock.now()
+
+    def _run_transfers(self, i: int, cmd: BalanceTransferMsg | None) -> None:
+        """Pack i's balancer obeys `cmd` (None: timed out, stop); cells beyond the pack are ignored."""
+        prev = self._transfers[i]
+        moves = cmd.transfers if cmd is not None else ()
+        if cmd is not None and (prev is None or cmd.alive != prev.alive):
+            self._transfer_at[i] = self._clock.now()
+        if moves == (prev.transfers if prev is not None else ()):
+            self._transfers[i] = cmd if prev is not None else None  # same transfers: keep the alive
+            return
+        pack = self.packs[i]
+        extra = np.zeros(pack.config.cells)
+        for tr in moves:
+            if tr.source < len(extra) and tr.sink < len(extra):
+                extra[tr.source] -= tr.current_a
+                extra[tr.sink] += TRANSFER_EFFICIENCY * tr.current_a
+        pack.set_cell_currents(extra)
+        self._transfers[i] = cmd if moves else None
 
     def _index_of(self, module: int) -> int | None:
         for i, p in enumerate(self._settings.packs):
@@ -240,7 +281,7 @@ class SimulatedPacks:
             flags = BmsFlags.CHARGE_FET | BmsFlags.DISCHARGE_FET
             if not self._contactor_open[i]:
                 flags |= BmsFlags.CONTACTOR_CLOSED
-            if pack.balance_mask:
+            if pack.balance_mask or self._transfers[i] is not None:
                 flags |= BmsFlags.BALANCING
             frames += encode_tick(k, m, r.cell_v, r.cell_t, r.current, r.voltage, flags, self._alive[i])
             self._alive[i] = (self._alive[i] + 1) & 0xF
