@@ -6,12 +6,12 @@ import asyncio
 import uuid
 
 import pytest
+from fakes import make_state, running
 
 from bmsgw.clock import MonotonicClock, ScaledClock, SteppedClock
 from bmsgw.config import OutputConfig
 from bmsgw.outputs.can import CanOutput
 from bmsgw.transport.can_bus import AsyncCanBus
-from tests.fakes import make_state, running
 
 
 async def test_stepped_sleep_wakes_when_advance_reaches_the_deadline() -> None:

@@ -10,13 +10,13 @@ import dataclasses
 from pathlib import Path
 
 import pytest
+from fakes import alarm, lim, make_state
 
 import bmsgw.cli
 import bmsgw.replay
 from bmsgw.cli import main
 from bmsgw.model import AlarmCode, Limit, Reason
 from bmsgw.replay import ReplaySummary, Tracker
-from tests.fakes import alarm, lim, make_state
 
 FLIPS = 1000
 
