@@ -235,6 +235,7 @@ async def test_silent_boards_on_a_shared_line_do_not_starve_a_healthy_one(dead: 
         gateway = Gateway(settings.model_copy(update={"gateway": live}), ScaledClock(SPEED))
         async with running(gateway.run, FakeBms("daly", line, *models).run):
             await until(lambda: gateway.state().packs[0].status is PackStatus.ONLINE)
+            await until(lambda: gateway.state().limits.ccl.value > 0)  # its ramp has begun
             seen, ccl = set(), []
             end = time.monotonic() + 20.0 / SPEED
             while time.monotonic() < end:  # 20 s gateway time: 3+ rounds of the line

@@ -371,6 +371,9 @@ class SerialBmsSource:
         attempts = link.attempts
         if pack not in self._ever or not self._answering[pack]:
             link.attempts = 1  # retries are for a board that answers; a silent one would hold the line
+        # the sample is as old as the poll: optional requests that time out after the measurements (Daly
+        # 0x93-0x98, Pylontech 0x92) must not make data read before a link loss look fresh
+        taken = self._clock.now()
         try:
             reading = await self._driver.poll(link, address)
         except NoAnswerError as exc:
@@ -399,7 +402,7 @@ class SerialBmsSource:
         self.samples += 1
         if pack in self._inverted:
             reading = dataclasses.replace(reading, current=-reading.current)
-        self._on_sample(reading.sample(pack, self._clock.now(), self._alive[pack]))
+        self._on_sample(reading.sample(pack, taken, self._alive[pack]))
 
 
 # --- bmsgw probe ------------------------------------------------------------------------------------
