@@ -1,6 +1,7 @@
 """EKF against coulomb counting on a simulated 16S LFP pack with and without OCV hysteresis in the simulator.
 
-    python bench/soc_hysteresis.py [--hours 1 24] [--sim-rc R1/R0 TAU_S] [--hyst-drive-tau S] [--json]
+    python bench/soc_hysteresis.py [--hours 1 24] [--hyst 0 1] [--only counting|ekf] [--starts fresh ...]
+                                   [--sim-rc R1/R0 TAU_S] [--hyst-drive-tau S] [--json]
 
 What the gateway's simulation does, without the CAN round trip: a 16S 100 Ah LFP ``SimPack`` (seed 1, the
 simulator's default RC branch — the chemistry's fitted one, R1 = 1.76·R0, τ = 38.7 s; ``--sim-rc 0.5 60``
@@ -8,7 +9,8 @@ is the simulator's old R1 = 0.5·R0, τ = 60 s —, ±3 % capacity / ±2 % SOC s
 the solar-day site profile, the current clamped to the core's CCL/DCL; 1 s samples, cell voltages quantised
 to 1 mV and current to 1 mA as pack.dbc carries them. The core starts from OCV (no state file) with
 ``estimator`` = "counting" or "ekf"; ``hysteresis`` = 0 is the simulator without hysteresis, 1 with the
-chemistry profile's LFP hysteresis M(z, T) (``SimPackConfig.hysteresis``, as ``bmsgw simulate`` runs). The
+chemistry profile's LFP hysteresis M(z, T) (``SimPackConfig.hysteresis``, as ``bmsgw simulate`` runs);
+``--hyst 0.5 1.5`` scales it: cells whose hysteresis differs from the profile's by ±50 %. The
 start: "fresh" is the simulator's own start, hysteresis state 0 — exactly what a start from OCV assumes, so
 it flatters counting; "after discharge" / "after charge" move 2 % of SOC at C/5 into 50 % and rest an hour
 before the core starts, so the cells sit on a hysteresis branch as a real pack does. A "noisy" variant adds
@@ -91,6 +93,16 @@ def main() -> None:
     ap.add_argument("--hours", type=float, nargs="+", default=[1.0, 24.0])
     ap.add_argument("--json", action="store_true", help="end with one JSON line of every figure")
     ap.add_argument(
+        "--hyst",
+        type=float,
+        nargs="+",
+        default=[0.0, 1.0],
+        metavar="SCALE",
+        help="simulator hysteresis, × the profile's (default: 0 1)",
+    )
+    ap.add_argument("--only", choices=("counting", "ekf"), help="one estimator")
+    ap.add_argument("--starts", nargs="+", choices=tuple(STARTS), default=list(STARTS), help="starts")
+    ap.add_argument(
         "--sim-rc",
         type=float,
         nargs=2,
@@ -110,10 +122,10 @@ def main() -> None:
     res: dict[str, Any] = {}
     print(f"{'case':<54}{'RMSE %':>8}{'max %':>8}{'last h RMSE':>12}{'last h max':>11}{'final':>8}")
     for hours in args.hours:
-        for hyst in (0.0, 1.0):
-            for start in STARTS if hyst else ("fresh",):  # without hysteresis every start is the same
+        for hyst in args.hyst:
+            for start in args.starts if hyst else ("fresh",):  # without hysteresis every start is the same
                 for noisy in (False, True):
-                    for est in ("counting", "ekf"):
+                    for est in (args.only,) if args.only else ("counting", "ekf"):
                         name = f"{hours:g} h, hysteresis {hyst:g}, {start}{', noisy' if noisy else ''}, {est}"
                         r = run(est, hyst, hours, noisy, km, start, args.sim_rc, args.hyst_drive_tau)
                         res[name] = r
