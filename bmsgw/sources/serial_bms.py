@@ -178,15 +178,45 @@ async def _poll_seplos(link: Link, address: int) -> BmsReading:
     return seplos.reading(t, a)
 
 
-class _PylontechPoller:
-    """0x42 analog and 0x44 alarms every poll, then 0x92 (the module's own limits), which older firmware
-    refuses or ignores: a refusal stops asking that module at once, silence after a few polls. A missed
-    0x92 keeps the module's last limits until then, so they do not loosen for one lost answer."""
+class _Optional:
+    """Requests some firmware never serves: one attempt per poll, skipped for good once GIVE_UP polls in a
+    row went unanswered (so they do not stretch every poll) or once the BMS refused one (`refuse`)."""
 
-    _GIVE_UP = 3
+    GIVE_UP = 3
 
     def __init__(self) -> None:
-        self._misses: dict[int, int] = {}
+        self._misses: dict[object, int] = {}
+
+    async def ask(
+        self, key: object, link: Link, request: bytes, accept: Callable[[bytes], T | None]
+    ) -> T | None:
+        """The accepted answer to `request`; None when it went unanswered or `key` is given up."""
+        if self.given_up(key):
+            return None
+        try:
+            (answer,) = await link.ask(request, accept, 1, 1)
+        except NoAnswerError:
+            self._misses[key] = self._misses.get(key, 0) + 1
+            return None
+        self._misses[key] = 0
+        return answer
+
+    def refuse(self, key: object) -> None:
+        """The BMS refused `key`'s request: never ask it again."""
+        self._misses[key] = self.GIVE_UP
+
+    def given_up(self, key: object) -> bool:
+        """Whether `key`'s request is no longer asked."""
+        return self._misses.get(key, 0) >= self.GIVE_UP
+
+
+class _PylontechPoller:
+    """0x42 analog and 0x44 alarms every poll, then 0x92 (the module's own limits), which older firmware
+    refuses or ignores. A missed 0x92 keeps the module's last limits until it is given up, so they do not
+    loosen for one lost answer."""
+
+    def __init__(self) -> None:
+        self._optional = _Optional()
         self._last: dict[int, Management] = {}
 
     async def poll(self, link: Link, address: int) -> BmsReading:
@@ -204,40 +234,39 @@ class _PylontechPoller:
 
         (v,) = await link.ask(pylontech.request(Command.ANALOG, address), analog)
         (a,) = await link.ask(pylontech.request(Command.ALARM, address), alarms)
-        if self._misses.get(address, 0) < self._GIVE_UP:
-            try:
-                (answer,) = await link.ask(pylontech.request(Command.MANAGEMENT, address), management, 1, 1)
-            except NoAnswerError:
-                self._misses[address] = self._misses.get(address, 0) + 1
-            else:
-                if isinstance(answer, Management):
-                    self._last[address], self._misses[address] = answer, 0
-                else:
-                    self._misses[address] = self._GIVE_UP
-            if self._misses[address] >= self._GIVE_UP:
-                self._last.pop(address, None)
+        answer = await self._optional.ask(
+            address, link, pylontech.request(Command.MANAGEMENT, address), management
+        )
+        if answer is False:
+            self._optional.refuse(address)
+        elif isinstance(answer, Management):
+            self._last[address] = answer
+        if self._optional.given_up(address):
+            self._last.pop(address, None)
         return pylontech.reading(v, a, self._last.get(address))
 
 
+def _daly_answer(cmd: int) -> Callable[[bytes], bytes | None]:
+    def accept(frame: bytes) -> bytes | None:
+        f = daly.decode_frame(frame)
+        return f.data if f.command == cmd and f.address < 0x40 else None
+
+    return accept
+
+
 class _DalyPoller:
-    """Daly needs several requests per poll; commands a BMS never answers (some firmware ignores
-    0x93/0x97/0x98) are skipped after a few misses so they do not stretch every poll."""
+    """Daly needs several requests per poll; some firmware ignores 0x93/0x97/0x98 (optional requests)."""
 
     _OPTIONAL = (daly.CMD_MOSFET, daly.CMD_BALANCE, daly.CMD_FAILURES)
-    _GIVE_UP = 3
 
     def __init__(self) -> None:
-        self._misses: dict[tuple[int, int], int] = {}
+        self._optional = _Optional()
 
     async def poll(self, link: Link, host: int) -> BmsReading:
         answers: dict[int, list[bytes]] = {}
 
-        async def ask(cmd: int, count: int = 1, attempts: int = 0) -> list[bytes]:
-            def accept(frame: bytes) -> bytes | None:
-                f = daly.decode_frame(frame)
-                return f.data if f.command == cmd and f.address < 0x40 else None
-
-            return await link.ask(daly.request(host, cmd), accept, count, attempts)
+        async def ask(cmd: int, count: int = 1) -> list[bytes]:
+            return await link.ask(daly.request(host, cmd), _daly_answer(cmd), count)
 
         answers[daly.CMD_SOC] = await ask(daly.CMD_SOC)
         answers[daly.CMD_COUNTS] = counts = await ask(daly.CMD_COUNTS)
@@ -246,14 +275,9 @@ class _DalyPoller:
             if frames := daly.frames_for(cmd, cells, temps):
                 answers[cmd] = await ask(cmd, frames)
         for cmd in self._OPTIONAL:
-            key = (host, cmd)
-            if self._misses.get(key, 0) >= self._GIVE_UP:
-                continue
-            try:
-                answers[cmd] = await ask(cmd, attempts=1)
-                self._misses[key] = 0
-            except NoAnswerError:
-                self._misses[key] = self._misses.get(key, 0) + 1
+            data = await self._optional.ask((host, cmd), link, daly.request(host, cmd), _daly_answer(cmd))
+            if data is not None:
+                answers[cmd] = [data]
         return daly.reading(daly.decode_status(answers))
 
 
