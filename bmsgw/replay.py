@@ -7,6 +7,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import can
 
@@ -29,6 +30,7 @@ __all__ = [
 ]
 
 LOG_SUFFIXES = (".log", ".asc", ".blf")
+_E = TypeVar("_E")  # a summary event (LimitChange or AlarmEvent)
 
 
 class ReplayError(Exception):
@@ -282,29 +284,28 @@ class Tracker:
             prev = self._limits.get(name)
             if prev is None or prev[1] != limit.reason or ((prev[0] == 0) != (limit.value == 0)):
                 s.limit_changes_total += 1
-                if self._room(s.limit_changes):
-                    s.limit_changes.append(
-                        LimitChange(state.t, name, prev[0] if prev else 0.0, limit.value, limit.reason)
-                    )
+                self._keep(
+                    s.limit_changes,
+                    LimitChange(state.t, name, prev[0] if prev else 0.0, limit.value, limit.reason),
+                )
             self._limits[name] = (limit.value, limit.reason)
         now = {(a.code.value, a.pack): a for a in state.alarms}
         for key, alarm in now.items():
             old = self._alarms.get(key)
             if old is None or old.level is not alarm.level:
                 s.alarms_raised += 1
-                self._event(AlarmEvent(state.t, True, alarm))
+                s.alarm_events_total += 1
+                self._keep(s.alarm_events, AlarmEvent(state.t, True, alarm))
         for key, alarm in self._alarms.items():
             if key not in now:
-                self._event(AlarmEvent(state.t, False, alarm))
+                s.alarm_events_total += 1
+                self._keep(s.alarm_events, AlarmEvent(state.t, False, alarm))
         self._alarms = now
 
-    def _event(self, event: AlarmEvent) -> None:
-        self._s.alarm_events_total += 1
-        if self._room(self._s.alarm_events):
-            self._s.alarm_events.append(event)
-
-    def _room(self, events: list[LimitChange] | list[AlarmEvent]) -> bool:
-        return self._s.keep is None or len(events) < self._s.keep
+    def _keep(self, events: list[_E], event: _E) -> None:
+        """Append `event` while the summary has room (its `keep`)."""
+        if self._s.keep is None or len(events) < self._s.keep:
+            events.append(event)
 
 
 def _extreme(x: tuple[float, CellRef, float], rel: float, ids: tuple[str, ...]) -> dict[str, object] | None:
