@@ -234,17 +234,15 @@ class SimulatedPacks:
         moves = cmd.transfers if cmd is not None else ()
         if cmd is not None and (prev is None or cmd.alive != prev.alive):
             self._transfer_at[i] = self._clock.now()
-        if moves == (prev.transfers if prev is not None else ()):
-            self._transfers[i] = cmd if prev is not None else None  # same transfers: keep the alive
-            return
-        pack = self.packs[i]
-        extra = np.zeros(pack.config.cells)
-        for tr in moves:
-            if tr.source < len(extra) and tr.sink < len(extra):
-                extra[tr.source] -= tr.current_a
-                extra[tr.sink] += TRANSFER_EFFICIENCY * tr.current_a
-        pack.set_cell_currents(extra)
-        self._transfers[i] = cmd if moves else None
+        if moves != (prev.transfers if prev is not None else ()):
+            pack = self.packs[i]
+            extra = np.zeros(pack.config.cells)
+            for tr in moves:
+                if tr.source < len(extra) and tr.sink < len(extra):
+                    extra[tr.source] -= tr.current_a
+                    extra[tr.sink] += TRANSFER_EFFICIENCY * tr.current_a
+            pack.set_cell_currents(extra)
+        self._transfers[i] = cmd if moves else None  # the running command (its alive) or nothing
 
     def _index_of(self, module: int) -> int | None:
         for i, p in enumerate(self._settings.packs):
