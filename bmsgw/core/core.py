@@ -103,6 +103,26 @@ _PER_PACK_C: dict[str, float] = {
     "full_tail_current_a": 0.05,
 }
 
+# settings that must be >= 0 (margins, hystereses, times)
+_NON_NEGATIVE = (
+    "cell_v_hysteresis",
+    "temp_warn_margin_c",
+    "temp_hysteresis_c",
+    "overcurrent_time_s",
+    "debounce_s",
+    "rest_current_a",
+    "rest_time_s",
+    "recovery_ramp_s",
+    "full_voltage_margin_v",
+    "full_hold_s",
+    "temp_fault_margin_c",
+    "overcurrent_fault_time_s",
+    "sensor_fault_time_s",
+    "absorption_time_max_s",
+    "rebulk_spread_v",
+    "tr_confirm_s",
+)
+
 _CHEMISTRY_DEFAULTS = (
     "cell_v_max_alarm",
     "cell_v_max_warn",
@@ -255,23 +275,11 @@ class CoreParams:
             raise bad("discharge_temp_min_c", "must be below discharge_temp_max_c")
         if self.overcurrent_factor < 1.0:
             raise bad("overcurrent_factor", "must be >= 1")
-        for name in (
-            "cell_v_hysteresis",
-            "temp_warn_margin_c",
-            "temp_hysteresis_c",
-            "overcurrent_time_s",
-            "debounce_s",
-            "rest_current_a",
-            "rest_time_s",
-            "recovery_ramp_s",
-        ):
+        for name in _NON_NEGATIVE:
             if getattr(self, name) < 0.0:
                 raise bad(name, "must be >= 0")
         if self.estimator not in ESTIMATORS:
             raise bad("estimator", f"must be one of {', '.join(ESTIMATORS)}")
-        for name in ("full_voltage_margin_v", "full_hold_s"):
-            if getattr(self, name) < 0.0:
-                raise bad(name, "must be >= 0")
         for name in ("voltage_sigma_v", *_PER_PACK_C):
             if not getattr(self, name) > 0.0 and not math.isnan(getattr(self, name)):
                 raise bad(name, "must be > 0")
@@ -322,16 +330,6 @@ class CoreParams:
             raise bad(
                 "tr_rate_warn_c_s", "need 0 < tr_rate_warn_c_s < tr_rate_alarm_c_s < tr_rate_confirm_c_s"
             )
-        for name in (
-            "temp_fault_margin_c",
-            "overcurrent_fault_time_s",
-            "sensor_fault_time_s",
-            "absorption_time_max_s",
-            "rebulk_spread_v",
-            "tr_confirm_s",
-        ):
-            if getattr(self, name) < 0.0:
-                raise bad(name, "must be >= 0")
         if not self.tr_delta_warn_c > 0.0:
             raise bad("tr_delta_warn_c", "must be > 0")
 
