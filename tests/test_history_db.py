@@ -237,7 +237,8 @@ async def test_unwritable_database_raises_an_alarm_control_continues_then_recove
         steps = gw.pipeline.steps
         blocker.unlink()  # the disk is back: the next retry writes everything and clears the alarm
         async with asyncio.timeout(60):
-            while ALARM_KEY in gw.pipeline.service_alarms:  # noqa: ASYNC110
+            # the alarm clears between steps: wait for a published state that shows it cleared
+            while ALARM_KEY in gw.pipeline.service_alarms or seen[-1] is not None:  # noqa: ASYNC110
                 await asyncio.sleep(0.05)
         assert gw.pipeline.steps > steps
     finally:
