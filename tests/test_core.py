@@ -295,6 +295,23 @@ def test_limit_increase_is_rate_limited_over_recovery_ramp() -> None:
     assert out.limits.charge_enable
 
 
+def test_small_rises_of_a_derated_limit_keep_their_reason_under_the_ramp() -> None:
+    rig = settled()
+    out = rig.at(v=[3.62, 3.45, 3.45, 3.45])
+    assert out.limits.ccl.value == pytest.approx(15.0)
+    out = rig.at(v=[3.619, 3.45, 3.45, 3.45])  # target 15.5 A: the ramp binds, 0.3 A (< 1 % of 50 A) short
+    assert out.limits.ccl.value == pytest.approx(15.0 + 50.0 / 60.0 * DT)
+    assert out.limits.ccl.reason is Reason.CELL_VOLTAGE_HIGH  # not a flip to RECOVERY and back
+    out = rig.at()  # target 50 A, far above: a real recovery, reported until the ramp reaches it
+    assert out.limits.ccl.reason is Reason.RECOVERY
+    out = rig.run(41.0)
+    assert 49.5 < out.limits.ccl.value < 50.0  # within 1 % of the target, still RECOVERY
+    assert out.limits.ccl.reason is Reason.RECOVERY
+    out = rig.run(1.0)
+    assert out.limits.ccl.value == pytest.approx(50.0)
+    assert out.limits.ccl.reason is Reason.CONFIG
+
+
 def test_ramp_does_not_jump_across_sparse_steps() -> None:
     rig = settled()
     rig.at(v=[3.70, 3.45, 3.45, 3.45])

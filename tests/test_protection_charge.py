@@ -88,6 +88,19 @@ def test_rebulk_on_imbalance() -> None:
     assert stage(out) is BULK
 
 
+def test_a_pack_unbalanced_when_absorption_ends_stays_in_float() -> None:
+    r = rig()
+    r.run(1.0, v=[3.50, 3.40, 3.40, 3.40], i=20.0)
+    out = r.run(60.5, v=[3.56, 3.43, 3.43, 3.43], i=1.0)  # tail current with a 130 mV spread
+    assert stage(out) is FLOAT
+    out = r.run(600.0, v=[3.50, 3.40, 3.40, 3.40])  # still unbalanced: no absorption ↔ float cycle
+    assert stage(out) is FLOAT
+    out = r.run(5.0, v=[3.40, 3.38, 3.38, 3.38])  # the spread falls below 80 mV …
+    assert stage(out) is FLOAT
+    out = r.at(v=[3.46, 3.38, 3.38, 3.38])  # … and when it reaches it again: back to bulk
+    assert stage(out) is BULK
+
+
 def test_overshoot_pulls_cvl_down_in_bulk_and_in_float() -> None:
     r = rig()
     out = r.run(2.0, v=[3.60, 3.40, 3.40, 3.40], i=10.0)  # bulk: 50 mV over the cell target 3.55 V

@@ -26,7 +26,7 @@ cdef double INIT_OCV_V, INIT_SD_MIN, INIT_SD_MAX, KNOWN_SD, KNOWN_CELL_SD, V1_SD
 cdef double CAP_SD_RATED, CAP_SD, CELL_CAP_SD, CELL_RW, V1_REL, H_RW, BIAS_RW_C, RHO_RW
 cdef double KAPPA, R0_SPREAD, REST_SIGMA_V, CAL_SD, H_DEADBAND_C, B_MAX_C, RHO_MIN, RHO_MAX
 cdef double CONVERGED_SD, ANCHOR_SD, CAP_MIN_DZ, CAP_GAIN, CAP_MIN, CAP_MAX
-cdef double TIME_EPS, UNSET, UNSET_BELOW, NAN, TR_FILTER_S, TR_RAW_MAX, TR_VDROP, TR_DERATE
+cdef double TIME_EPS, RAMP_REASON_TOL, UNSET, UNSET_BELOW, NAN, TR_FILTER_S, TR_RAW_MAX, TR_VDROP, TR_DERATE
 
 @cython.locals(lo=Py_ssize_t)
 cpdef double interp(double x, double[::1] xs, double[::1] ys, Py_ssize_t n) noexcept
@@ -82,7 +82,7 @@ cdef class Kernel:
     cdef readonly double[::1] lat_since, lat_pend
     # protection state: overcurrent I²t (2 per pack), thermal filter (per sensor), charge stage
     cdef readonly double[::1] vmean, oc_acc, oc_t, oc_i, th_t, th_prev, th_rate, tr_rate, tr_delta_p
-    cdef readonly int stage, shutdown
+    cdef readonly int stage, shutdown, float_armed
     cdef readonly double stage_since, abs_time, tail_since
     # scratch
     cdef double l_ocv, l_docv, l_m, l_dm, tw

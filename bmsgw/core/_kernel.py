@@ -344,6 +344,9 @@ CAP_GAIN = 0.3  # weight of a new capacity sample
 CAP_MIN = 0.5  # capacity estimate bounds, × rated
 CAP_MAX = 1.2
 TIME_EPS = 1e-9  # tolerance on debounce comparisons (sums of 0.1 s steps)
+# a ramp binding by less than this fraction of its full scale keeps the target's reason unless it was
+# already RECOVERY: small rises of a derated target otherwise flip the reason every few steps
+RAMP_REASON_TOL = 0.01
 SEG_BINS = 1024  # uniform bins of the SOC-segment table (_lookup)
 UNSET = -1.0e300  # "no time": timers that are not running
 UNSET_BELOW = -1.0e299
@@ -671,6 +674,7 @@ class Kernel:
             self.oc_t[p] = UNSET
             self.th_t[p] = UNSET
         self.stage = S_BULK
+        self.float_armed = 0
         self.stage_since = 0.0
         self.abs_time = 0.0
         self.tail_since = UNSET
@@ -1760,12 +1764,14 @@ class Kernel:
         if self.ramp_s > 0.0:
             cap = self.ccl + n_in * self.max_chg * dt / self.ramp_s
             if ccl > cap:
+                if self.ccl_reason == R_RECOVERY or ccl - cap > RAMP_REASON_TOL * n_in * self.max_chg:
+                    ccl_r = R_RECOVERY
                 ccl = cap
-                ccl_r = R_RECOVERY
             cap = self.dcl + n_in * self.max_dis * dt / self.ramp_s
             if dcl > cap:
+                if self.dcl_reason == R_RECOVERY or dcl - cap > RAMP_REASON_TOL * n_in * self.max_dis:
+                    dcl_r = R_RECOVERY
                 dcl = cap
-                dcl_r = R_RECOVERY
         self.ccl = ccl
         self.dcl = dcl
         self.ccl_reason = ccl_r
@@ -1820,11 +1826,17 @@ class Kernel:
             done = self.tail_since > UNSET_BELOW and t - self.tail_since >= self.full_hold - TIME_EPS
             if done or self.abs_time >= self.abs_max - TIME_EPS:
                 stage = S_FLOAT
-        elif self.soc_sys < self.rebulk_soc or spread >= self.rebulk_spread:
-            stage = S_BULK
+        else:
+            # an imbalance re-bulks only once float has seen the spread below the threshold: a pack that
+            # ends absorption unbalanced would otherwise cycle absorption → float → bulk every full_hold_s
+            if spread < self.rebulk_spread:
+                self.float_armed = 1
+            if self.soc_sys < self.rebulk_soc or (self.float_armed != 0 and spread >= self.rebulk_spread):
+                stage = S_BULK
         if stage != self.stage:
             self.stage = stage
             self.stage_since = t
+            self.float_armed = 0
         target = self.float_v if stage == S_FLOAT else self.chg_v
         dvl = self.dis_v * n
         cvl = target * n
@@ -1848,8 +1860,12 @@ class Kernel:
         if self.have_data != 0 and self.ramp_s > 0.0:
             cap = self.cvl + (self.chg_v - self.dis_v) * n * dt / self.ramp_s
             if cvl > cap:
+                if (
+                    self.cvl_reason == R_RECOVERY
+                    or cvl - cap > RAMP_REASON_TOL * (self.chg_v - self.dis_v) * n
+                ):
+                    cvl_r = R_RECOVERY
                 cvl = cap
-                cvl_r = R_RECOVERY
         self.have_data = 1
         self.cvl = cvl
         self.dvl = dvl

@@ -50,10 +50,12 @@ Behaviour in one place (see the kernel for the details):
   margin → limit, SOC (CCL from soc_charge_derate_start to soc_derate_floor at 100 %, DCL likewise towards
   0 %), for CCL the cell spread warn → alarm, for DCL the thermal derate; each limit names its reason. The
   packs combine in the kernel's ``_system``. Increases are rate-limited to full scale per
-  ``recovery_ramp_s`` (reason RECOVERY while the ramp binds); decreases are immediate.
+  ``recovery_ramp_s`` (reason RECOVERY while the ramp binds, entered only when it holds the limit more than
+  1 % of full scale below its target, else the target's reason stays); decreases are immediate.
 * **Charge voltage**: bulk → absorption (a pack's mean cell within ``full_voltage_margin_v`` of the charge
   voltage) → float (tail current for ``full_hold_s`` or ``absorption_time_max_s`` at the voltage) → bulk
-  (system SOC below ``rebulk_soc`` or a cell spread of ``rebulk_spread_v``); ``Limits.charge_stage``
+  (system SOC below ``rebulk_soc``, or a cell spread of ``rebulk_spread_v`` after float saw it below
+  that: a pack still unbalanced when absorption ends stays in float); ``Limits.charge_stage``
   reports it. CVL = the stage's voltage × cells of the first online pack, minus the worst pack's summed
   excess over the cell target (the stage voltage + cell_v_max_warn − charge voltage), never below DVL
   (never 0), rate-limited like the currents. With no usable pack: CCL = DCL = 0 (COMM_LOST), CVL/DVL hold.
@@ -942,6 +944,7 @@ class Core:
             "alarm_version",
             "t_prev",
             "stage",
+            "float_armed",
             "stage_since",
             "abs_time",
             "tail_since",
