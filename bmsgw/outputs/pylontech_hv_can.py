@@ -116,7 +116,8 @@ class PylontechHvCanOutput:
         gap = FRAME_GAP_S / self._clock.speed
         while True:
             try:  # wake now and then to notice a silent inverter
-                await asyncio.wait_for(self._wake.wait(), 1.0 / self._clock.speed)
+                async with asyncio.timeout(1.0 / self._clock.speed):
+                    await self._wake.wait()
             except TimeoutError:
                 self._presence.check()
                 continue

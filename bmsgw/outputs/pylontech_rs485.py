@@ -110,7 +110,11 @@ class PylontechRs485Output:
         writer."""
         splitter = FrameSplitter()
         try:
-            while data := await asyncio.wait_for(reader.read(_READ_SIZE), idle_s):
+            while True:
+                async with asyncio.timeout(idle_s):
+                    data = await reader.read(_READ_SIZE)
+                if not data:
+                    break
                 before = splitter.discarded
                 for raw in splitter.feed(data):
                     out = self.reply(raw)

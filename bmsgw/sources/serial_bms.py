@@ -96,7 +96,8 @@ class Link:
                     if left <= 0:
                         break
                     try:
-                        data = await asyncio.wait_for(self._reader.read(4096), left)
+                        async with asyncio.timeout(left):
+                            data = await self._reader.read(4096)
                     except TimeoutError:
                         break
                     if not data:

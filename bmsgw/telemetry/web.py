@@ -450,7 +450,8 @@ class _Hub:
         if self.seq != seq or self.closed:
             return True
         try:
-            await asyncio.wait_for(self._event.wait(), wait_s)
+            async with asyncio.timeout(wait_s):
+                await self._event.wait()
         except TimeoutError:
             return False
         return True

@@ -19,8 +19,9 @@ async def open_serial(
 ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
     """Open `port` (device path or pyserial URL) 8N1 at `baudrate`; SerialError names the port on failure."""
     try:
-        return await asyncio.wait_for(
-            serial_asyncio.open_serial_connection(url=port, baudrate=baudrate), timeout_s
-        )
+        async with asyncio.timeout(timeout_s):
+            streams: tuple[asyncio.StreamReader, asyncio.StreamWriter]
+            streams = await serial_asyncio.open_serial_connection(url=port, baudrate=baudrate)
+            return streams
     except (serial.SerialException, OSError, ValueError, TimeoutError) as exc:
         raise SerialError(f"cannot open serial port {port} at {baudrate} baud: {exc}") from exc
