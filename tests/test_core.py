@@ -334,8 +334,9 @@ def test_cvl_dvl_from_cell_count_and_pulled_down_by_high_cells() -> None:
     assert out.limits.dvl.value == pytest.approx(16 * 2.90)
     assert out.limits.dvl.reason is Reason.CONFIG
     v = [3.60, 3.58] + [3.40] * 14
-    out = rig.at(v=v, n=16)  # excess 0.05 + 0.03 over 3.55
-    assert out.limits.cvl.value == pytest.approx(16 * 3.45 - 0.08)
+    out = rig.at(v=v, n=16)  # excess 0.05 + 0.03 over 3.55; the others far below the charge voltage
+    assert out.limits.cvl.value == pytest.approx(2 * 3.55 + 14 * 3.40)  # the cells clipped to 3.55, summed
+    assert out.limits.cvl.value < 16 * 3.45 - 0.08
     assert out.limits.cvl.reason is Reason.CELL_VOLTAGE_HIGH
     out = rig.at(v=[3.64] * 16, n=16)  # excess 16 × 0.09 V
     assert out.limits.cvl.value == pytest.approx(16 * 3.45 - 16 * 0.09)

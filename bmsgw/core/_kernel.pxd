@@ -222,7 +222,7 @@ cdef class Kernel:
 
     @cython.locals(
         p=Py_ssize_t, first=Py_ssize_t, n=Py_ssize_t,
-        dt=double, ccl=double, dcl=double, cap=double, excess=double, cvl=double, dvl=double,
+        dt=double, ccl=double, dcl=double, cap=double, cvl=double, dvl=double,
         ccl_r=int, dcl_r=int, cvl_r=int,
         n_in=int, a_min=double, ramp_p=int, mode=int, ccl_pk=int, dcl_pk=int, old=double,
     )
@@ -231,6 +231,6 @@ cdef class Kernel:
     @cython.locals(
         p=Py_ssize_t, c=Py_ssize_t, n=Py_ssize_t, stage=int,
         vtop=double, spread=double, cur=double, tail=double, target=double, cvl=double, dvl=double,
-        cap=double, lim=double, x=double, at_cv=bint, done=bint, cvl_r=int,
+        cap=double, lim=double, x=double, clip=double, excess=double, at_cv=bint, done=bint, cvl_r=int,
     )
-    cdef void _charge_voltage(self, double t, double dt, Py_ssize_t first, double excess) noexcept
+    cdef void _charge_voltage(self, double t, double dt, Py_ssize_t first) noexcept

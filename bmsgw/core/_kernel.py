@@ -1721,7 +1721,6 @@ class Kernel:
         # CCL/DCL: the smallest (pack limit / its share of the current) over the packs in service; a pack
         # ramping in after a hot-add (0 < admit < 1) blends the limit from "without it" to "with it"
         first = -1
-        excess = 0.0
         n_in = 0
         a_min = 1.0
         ramp_p = -1
@@ -1730,8 +1729,6 @@ class Kernel:
                 continue
             if first < 0:
                 first = p
-            if self.excess[p] > excess:
-                excess = self.excess[p]
             if self.admit[p] > 0.0:
                 n_in += 1
                 if self.admit[p] < a_min:
@@ -1780,9 +1777,9 @@ class Kernel:
         self.dcl_pack = dcl_pk
 
         # CVL/DVL from the first online pack's cell count and the charge stage
-        self._charge_voltage(t, dt, first, excess)
+        self._charge_voltage(t, dt, first)
 
-    def _charge_voltage(self, t: float, dt: float, first: int, excess: float) -> None:
+    def _charge_voltage(self, t: float, dt: float, first: int) -> None:
         """CVL through bulk → absorption → float (and back to bulk), with the cell-overshoot pull-down.
 
         Bulk and absorption hold the charge voltage; absorption starts when an online pack's mean cell is
@@ -1790,7 +1787,8 @@ class Kernel:
         tail currents for ``full_hold_s`` at that voltage) or after ``absorption_time_max_s`` spent at it.
         Float holds the float voltage until the system SOC falls below ``rebulk_soc`` or a pack's cell
         spread reaches ``rebulk_spread_v``. Every stage pulls CVL down by the summed excess of the cells over
-        their target (the stage's voltage + (cell_v_max_warn − charge voltage)); CVL never drops below DVL,
+        their target (the stage's voltage + (cell_v_max_warn − charge voltage)), and to at most the pack's
+        sum of cells clipped to that target; CVL never drops below DVL,
         so it is never 0 (Victron reads 0 as "no limit"). Increases are rate-limited, decreases immediate."""
         n = self.cell_off[first + 1] - self.cell_off[first]
         vtop = 0.0
@@ -1841,19 +1839,27 @@ class Kernel:
         dvl = self.dis_v * n
         cvl = target * n
         cvl_r = R_CONFIG
-        if stage == S_FLOAT:  # the excess was summed over v_max_warn: measure it from the float target
-            excess = 0.0
-            lim = self.v_max_warn - (self.chg_v - self.float_v)
-            for p in range(self.n_packs):
-                if self.online[p] != 0:
-                    x = 0.0
-                    for c in range(self.cell_off[p], self.cell_off[p + 1]):
-                        if self.cell_v[c] > lim:
-                            x += self.cell_v[c] - lim
-                    if x > excess:
-                        excess = x
+        # a pack with cells over the target: CVL at most the sum of its cells clipped to the target, so the
+        # charger holds the others where they are instead of pushing the high cell further (an unbalanced
+        # pack never reaches target × cells, and "target × cells − excess" alone would not bind)
+        lim = self.v_max_warn - (self.chg_v - target)
+        clip = cvl
+        excess = 0.0
+        for p in range(self.n_packs):
+            if self.online[p] == 0:
+                continue
+            if stage == S_FLOAT:  # the kernel's excess was summed over v_max_warn: measure it from lim
+                x = 0.0
+                for c in range(self.cell_off[p], self.cell_off[p + 1]):
+                    if self.cell_v[c] > lim:
+                        x += self.cell_v[c] - lim
+            else:
+                x = self.excess[p]
+            if x > 0.0:
+                excess = max(excess, x)
+                clip = min(clip, self.vmean[p] * (self.cell_off[p + 1] - self.cell_off[p]) - x)
         if excess > 0.0:
-            cvl = cvl - excess
+            cvl = min(cvl - excess, clip)
             cvl_r = R_CELL_VOLTAGE_HIGH
         if cvl < dvl:
             cvl = dvl

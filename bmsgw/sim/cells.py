@@ -236,6 +236,19 @@ class SimPack:
             capacity_true=self._capacity,
         )
 
+    def cv_current(self, volts: float, dt: float) -> float:
+        """The string current (A) over the next `dt` that brings the terminal voltage to `volts`: what a
+        charger regulating at that voltage draws (negative when the pack already sits above it)."""
+        decay = math.exp(-dt / self.config.rc_tau_s)
+        soc = self._soc_state()
+        ocv = np.interp(soc, self._soc_x, self._ocv_y)
+        if self.config.hysteresis > 0.0:
+            ocv += self._hysteresis_v(soc)
+        r0 = float(self._r0.sum())
+        k = self._r1_fraction
+        rest = float(ocv.sum()) + r0 * k * self._i_rc * decay  # the RC branch's share that decays anyway
+        return (volts - rest) / (r0 * (1.0 + k * (1.0 - decay)))
+
     def set_balance(self, mask: int, bleed_current_a: float = 0.05) -> None:
         """Bleed `bleed_current_a` from each cell whose bit is set in `mask` (bit i = cell i); 0 stops."""
         n = self.config.cells

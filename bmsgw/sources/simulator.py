@@ -135,6 +135,7 @@ class SimulatedPacks:
         self._transfer_at = [0.0] * len(packs)
         self._ccl = 0.0
         self._dcl = 0.0
+        self._cvl = 0.0
         self._limits_at = -float("inf")
         self.ticks = 0
         self.frames_sent = 0
@@ -221,12 +222,15 @@ class SimulatedPacks:
         if inv_bus is None:
             lim = self._state().limits
             self._ccl, self._dcl, self._limits_at = lim.ccl.value, lim.dcl.value, self._clock.now()
+            self._cvl = lim.cvl.value
             return
         while (msg := inv_bus.recv_nowait()) is not None:
             if msg.arbitration_id == 0x351 and len(msg.data) >= 6:
-                # The simulated inverter reads limits the way a real one does: 0x351 CCL/DCL in 0.1 A.
-                _, ccl, dcl = struct.unpack_from("<Hhh", bytes(msg.data))
+                # The simulated inverter reads limits the way a real one does: 0x351 CVL, CCL/DCL in 0.1 V/A;
+                # it charges at constant voltage up to CVL.
+                cvl, ccl, dcl = struct.unpack_from("<Hhh", bytes(msg.data))
                 self._ccl, self._dcl, self._limits_at = ccl / 10, dcl / 10, self._clock.now()
+                self._cvl = cvl / 10
 
     def _run_transfers(self, i: int, cmd: BalanceTransferMsg | None) -> None:
         """Pack i's balancer obeys `cmd` (None: timed out, stop); cells beyond the pack are ignored."""
@@ -267,6 +271,8 @@ class SimulatedPacks:
                 current = forced
             else:
                 current = min(max(want, -dcl), ccl)
+                if current > 0.0:  # the charger regulates at CVL (constant voltage), never discharges
+                    current = max(min(current, pack.cv_current(self._cvl, DT_S)), 0.0)
             pack.step(DT_S, current)
             if current > 0:
                 self.charge_ah += current * DT_S / 3600
