@@ -261,6 +261,9 @@ class OutputConfig(_Section):
     current_offset_a: float = Field(3000.0, ge=0, le=6553.5)
     byte_order: Literal["little", "big"] = "little"
     id_offset: int = Field(0, ge=0, le=15)
+    # °C sent for an unknown temperature (no sensors) where the protocol has no "no value" marker;
+    # default = bmsgw.inverter.scaling.UNKNOWN_TEMPERATURE_C (not imported: it would load every codec)
+    unknown_temperature_c: float = Field(25.0, ge=-40, le=80, allow_inf_nan=False)
 
     @field_validator("protocol")
     @classmethod

@@ -184,7 +184,8 @@ def replay(
     pipeline = Pipeline(settings, wall=float)
     decoder = PackFrameDecoder(settings)
     outputs = settings.outputs or [OutputConfig(protocol="pylontech-can", channel="inverter")]
-    codecs = [(CAN_CODECS[o.protocol], CodecOptions(manufacturer=o.manufacturer), o) for o in outputs]
+    opts = [CodecOptions(o.manufacturer, unknown_temperature_c=o.unknown_temperature_c) for o in outputs]
+    codecs = [(CAN_CODECS[o.protocol], opt, o) for o, opt in zip(outputs, opts, strict=True)]
     logs = [FrameLog(out, o.channel) for o in outputs] if out else []
     summary = ReplaySummary(pack_ids=tuple(p.id for p in settings.packs))
     tracker = Tracker(summary)

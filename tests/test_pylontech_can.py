@@ -192,9 +192,10 @@ def test_limits_clamped_never_wrapped(value: float, raw351: tuple[int, ...]) -> 
     [
         (1e9, (32767, 32767, 32767)),
         (-1e9, (-32768, -32768, -32768)),
-        (math.inf, (32767, 32767, 32767)),
-        (-math.inf, (-32768, -32768, -32768)),
-        (math.nan, (0, 0, 0)),
+        # an unknown (non-finite) temperature goes out as 25.0 °C (test_unknown_temperature.py)
+        (math.inf, (32767, 32767, 250)),
+        (-math.inf, (-32768, -32768, 250)),
+        (math.nan, (0, 0, 250)),
         (400.0, (32767, 4000, 4000)),
         (-3276.8, (-32768, -32768, -32768)),
     ],
@@ -585,10 +586,13 @@ def test_encode_fuzz_fields_in_range(f: Fuzz) -> None:
         (dvl, d.dvl, 0.1, 0, 65535),
         (f.voltage, d.voltage, 0.01, -32768, 32767),
         (f.current, d.current, 0.1, -32768, 32767),
-        (f.temperature, d.temperature, 0.1, -32768, 32767),
         (f.soc * 100, float(d.soc), 1.0, 0, 100),
         (f.soh * 100, float(d.soh), 1.0, 0, 100),
     ]
+    if math.isfinite(f.temperature):
+        checks.append((f.temperature, d.temperature, 0.1, -32768, 32767))
+    else:
+        assert d.temperature == 25.0  # unknown: the neutral default, never 0 °C
     if charge:
         checks.append((ccl, d.ccl, 0.1, 0, 32767))
     if discharge:

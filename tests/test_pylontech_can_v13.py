@@ -172,7 +172,7 @@ def test_soc_soh_and_hires_soc(soc: float, soh: float, raw: tuple[int, int, int]
     [
         (49.87, -27.9, 36.3, (4987, -279, 363)),
         (48.0, -0.05, 0.05, (4800, -1, 1)),
-        (1e9, -1e9, math.nan, (32767, -32768, 0)),
+        (1e9, -1e9, math.nan, (32767, -32768, 250)),  # unknown temperature: 25.0 °C
     ],
 )
 def test_measurements_0x356(voltage: float, current: float, temperature: float, raw: tuple[int, ...]) -> None:

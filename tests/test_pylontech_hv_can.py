@@ -235,10 +235,10 @@ def test_values_clamped_never_wrapped() -> None:
     assert (d0.current, d0.max_charge_a, d0.max_discharge_a) == (-3276.8, 3276.7, -3276.8)
 
 
-def test_nan_encodes_as_physical_zero() -> None:
+def test_nan_encodes_as_physical_zero_and_unknown_temperature_as_25_c() -> None:
     nan = math.nan
     d = enc(make_state(lim(nan, nan, nan, nan), voltage=nan, current=nan, temperature=nan, soc=nan))
-    assert (d.voltage, d.current, d.bms_temperature, d.soc) == (0.0, 0.0, 0.0, 0)
+    assert (d.voltage, d.current, d.bms_temperature, d.soc) == (0.0, 0.0, 25.0, 0)
     assert (d.max_charge_a, d.max_discharge_a) == (0.0, 0.0)
 
 
@@ -335,10 +335,10 @@ def test_cell_and_module_extremes_and_numbers() -> None:
     assert d.module_t == (31.3, -2.5, 1, 2)
 
 
-def test_no_online_pack_module_frames_are_zero() -> None:
+def test_no_online_pack_module_frames_are_zero_and_temperatures_neutral() -> None:
     d = enc(SAFE)
     assert d.module_v == (0.0, 0.0, 0, 0)
-    assert d.module_t == (0.0, 0.0, 0, 0)
+    assert d.module_t == (25.0, 25.0, 0, 0)  # unknown: the neutral 25 °C, not 0 °C
 
 
 def test_asleep_answers_sleep_with_no_current() -> None:

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from bmsgw.inverter import pylontech_can, pylontech_can_v13, sma_can, victron_can
 from bmsgw.inverter._can_common import CanCodecError
+from bmsgw.inverter.scaling import UNKNOWN_TEMPERATURE_C
 from bmsgw.model import Frame, GatewayState
 
 __all__ = ["CAN_CODECS", "CanCodec", "CanCodecError", "CodecOptions"]
@@ -18,6 +19,7 @@ class CodecOptions:
 
     manufacturer: str = "PYLON"
     name: str = "bmsgw"  # battery name where the protocol has one (Victron 0x370/0x371): gateway.name
+    unknown_temperature_c: float = UNKNOWN_TEMPERATURE_C  # sent for an unknown temperature (SMA: its marker)
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,11 +41,15 @@ class CanCodec:
 
 
 def _pylontech(state: GatewayState, opts: CodecOptions) -> list[Frame]:
-    return pylontech_can.encode(state, manufacturer=opts.manufacturer)
+    return pylontech_can.encode(
+        state, manufacturer=opts.manufacturer, unknown_temperature_c=opts.unknown_temperature_c
+    )
 
 
 def _pylontech_v13(state: GatewayState, opts: CodecOptions) -> list[Frame]:
-    return pylontech_can_v13.encode(state, manufacturer=opts.manufacturer)
+    return pylontech_can_v13.encode(
+        state, manufacturer=opts.manufacturer, unknown_temperature_c=opts.unknown_temperature_c
+    )
 
 
 def _sma(state: GatewayState, opts: CodecOptions) -> list[Frame]:
@@ -51,7 +57,12 @@ def _sma(state: GatewayState, opts: CodecOptions) -> list[Frame]:
 
 
 def _victron(state: GatewayState, opts: CodecOptions) -> list[Frame]:
-    return victron_can.encode(state, manufacturer=opts.manufacturer, name=opts.name)
+    return victron_can.encode(
+        state,
+        manufacturer=opts.manufacturer,
+        name=opts.name,
+        unknown_temperature_c=opts.unknown_temperature_c,
+    )
 
 
 CAN_CODECS: dict[str, CanCodec] = {

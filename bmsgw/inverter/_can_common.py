@@ -7,7 +7,9 @@ Every protocol keeps its own DBC under dbc/; shared frames use the same signal n
 
 Invalid values: a DBC signal may declare a value named "Invalid" (SMA: 0xFFFF unsigned, 0x8000 signed).
 Such a field encodes NaN, None, or "not given" as that marker; a field without one encodes NaN as 0
-(clamped into range), ±inf as the field bound.
+(clamped into range), ±inf as the field bound. Temperatures are the exception: an unknown temperature (a
+pack without sensors) in a field without a marker goes out as the output's unknown_temperature_c
+(scaling.known_temperature), because inverters derate or stop charging at 0 °C.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from typing import Any, Final, NamedTuple
 import cantools
 
 from bmsgw import __version__
-from bmsgw.inverter.scaling import round_clamp
+from bmsgw.inverter.scaling import UNKNOWN_TEMPERATURE_C, known_temperature, round_clamp
 from bmsgw.model import AlarmCode, AlarmLevel, Frame, GatewayState, Limits
 
 __all__ = [
@@ -130,6 +132,10 @@ class Msg:
         """Whether the message carries signal `name`."""
         return name in self._fields
 
+    def temperature(self, name: str, celsius: float, unknown_c: float) -> float:
+        """°C for signal `name`: unknown (not finite) → NaN if it has an invalid marker, else `unknown_c`."""
+        return known_temperature(celsius, math.nan if self._fields[name].invalid is not None else unknown_c)
+
     def raw(self, name: str, value: float | None) -> int:
         """Raw value of signal `name` for physical `value` (NaN/None → invalid marker, else 0)."""
         return _to_raw(value, self._fields[name])
@@ -193,13 +199,19 @@ class LvFrames:
             values["SOCHiRes"] = state.soc * 100.0
         return m.encode(values)
 
-    def measurements(self, state: GatewayState) -> Frame:
-        """0x356: battery voltage, current (> 0 charging) and average cell temperature."""
-        return self._m[0x356].encode(
+    def measurements(
+        self, state: GatewayState, unknown_temperature_c: float = UNKNOWN_TEMPERATURE_C
+    ) -> Frame:
+        """0x356: battery voltage, current (> 0 charging) and average cell temperature (unknown: the DBC's
+        invalid marker if it has one, else `unknown_temperature_c`)."""
+        m = self._m[0x356]
+        return m.encode(
             {
                 "BatteryVoltage": state.voltage,
                 "BatteryCurrent": state.current,
-                "BatteryTemperature": state.temperature,
+                "BatteryTemperature": m.temperature(
+                    "BatteryTemperature", state.temperature, unknown_temperature_c
+                ),
             }
         )
 

@@ -8,6 +8,8 @@ One address space, readable with FC3 and FC4 alike:
   (bmsgw/ems.py), which can only tighten the core's limits and expire without a heartbeat.
 
 Unknown values read as the not-implemented marker of their type (0xFFFF, 0x8000, 0xFFFFFFFF, 0x80000000).
+That includes an unknown temperature (a pack without sensors): this is our own documented map, so readers
+get the marker, never a made-up value (the [[outputs]] key unknown_temperature_c does not apply).
 """
 
 from __future__ import annotations
@@ -202,7 +204,8 @@ _RESERVE_MAX: Final = 1000  # 100.0 %
 
 @dataclass(frozen=True, slots=True)
 class PackStats:
-    """Cell extremes and averages of one sample (indices 0-based)."""
+    """Cell extremes and averages of one sample (indices 0-based); temperatures NaN (index -1) without a
+    live sensor."""
 
     v_min: float
     v_max: float
@@ -219,14 +222,17 @@ class PackStats:
     def of(cls, view: PackView) -> PackStats | None:
         """Stats of the pack's newest sample, None before the first one."""
         s = view.sample
-        if s is None or s.cell_v.size == 0 or s.cell_t.size == 0:
+        if s is None or s.cell_v.size == 0:
             return None
-        v, t = s.cell_v, s.cell_t
-        iv, jv, it, jt = int(np.argmin(v)), int(np.argmax(v)), int(np.argmin(t)), int(np.argmax(t))
-        return cls(
-            float(v[iv]), float(v[jv]), iv, jv, float(np.mean(v)),
-            float(t[it]), float(t[jt]), it, jt, float(np.mean(t)),
-        )  # fmt: skip
+        v = s.cell_v
+        iv, jv = int(np.argmin(v)), int(np.argmax(v))
+        t = np.where(np.isfinite(s.cell_t), s.cell_t, np.nan)
+        if np.isnan(t).all():  # no sensors, or none alive
+            t_stats: tuple[float, float, int, int, float] = (math.nan, math.nan, -1, -1, math.nan)
+        else:
+            it, jt = int(np.nanargmin(t)), int(np.nanargmax(t))
+            t_stats = (float(t[it]), float(t[jt]), it, jt, float(np.nanmean(t)))
+        return cls(float(v[iv]), float(v[jv]), iv, jv, float(np.mean(v)), *t_stats)
 
 
 def encode_status(state: GatewayState, cmd: Command, remaining_s: float, writes: bool) -> list[int]:

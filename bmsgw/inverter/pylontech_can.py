@@ -5,7 +5,8 @@ reference protocols.md §5.1). 11-bit ids, little endian, one set of six frames 
 
 0x351 is sent with 8 bytes (DVL in bytes 6–7) like real US5000 packs, which SMA/Victron require.
 Every value is rounded half away from zero and clamped to its DBC field range, never wrapped; NaN encodes as 0
-(clamped into range), ±inf as the field bound.
+(clamped into range), ±inf as the field bound. The spec has no "no value" marker, so an unknown temperature
+(a pack without sensors) goes out as `unknown_temperature_c` (default 25 °C), not as 0 °C.
 
 0x359 mapping (ALARM/FAULT level → protection bytes 0–1, WARNING → alarm bytes 2–3)::
 
@@ -33,6 +34,7 @@ from bmsgw.inverter._can_common import (
     decode_keepalive,
     load_dbc,
 )
+from bmsgw.inverter.scaling import UNKNOWN_TEMPERATURE_C
 from bmsgw.model import AlarmCode, AlarmLevel, Frame, GatewayState
 
 __all__ = [
@@ -50,13 +52,15 @@ MANUFACTURER_MAX: Final = 8
 FRAME_IDS: Final = (0x351, 0x355, 0x356, 0x359, 0x35C, 0x35E)
 
 
-def encode(state: GatewayState, *, manufacturer: str = "PYLON") -> list[Frame]:
+def encode(
+    state: GatewayState, *, manufacturer: str = "PYLON", unknown_temperature_c: float = UNKNOWN_TEMPERATURE_C
+) -> list[Frame]:
     """The six battery frames 0x351, 0x355, 0x356, 0x359, 0x35C, 0x35E for `state`."""
     lim = state.limits
     return [
         _LV.limits(lim),  # DVL in bytes 6-7: SMA/Victron extension, sent by US5000
         _LV.soc(state),
-        _LV.measurements(state),
+        _LV.measurements(state, unknown_temperature_c),
         _M359.encode_raw(_flags(state)),
         _M35C.encode_raw(
             {

@@ -4,7 +4,7 @@ Layout lives in ``dbc/pylontech_lv_v13.dbc``. No V1.3 document is public: the fr
 US5000 firmware sends (capture published by setfirelabs.com, reference protocols.md §5.2), which is V1.2
 with 0x35A in place of 0x359, 0x35F in place of 0x35C and a 6-byte 0x355. 11-bit ids, little endian, one
 set of six frames every second; the inverter answers 0x305 (as V1.2). Values are scaled as in V1.2
-(round half away from zero, clamp, never wrap, NaN → 0).
+(round half away from zero, clamp, never wrap, NaN → 0; an unknown temperature → `unknown_temperature_c`).
 
 Frames, in the order the US5000 sends them:
 
@@ -37,6 +37,7 @@ from bmsgw.inverter._can_common import (
     decode_keepalive,
     load_dbc,
 )
+from bmsgw.inverter.scaling import UNKNOWN_TEMPERATURE_C
 from bmsgw.model import Frame, GatewayState
 
 __all__ = [
@@ -58,12 +59,14 @@ PROTOCOL_VERSION: Final = (1, 3)  # 0x35F bytes 2-3 as sent by the US5000
 MANUFACTURER_ID: Final = 0x00AA  # 0x35F bytes 6-7 as sent by the US5000 (meaning unknown)
 
 
-def encode(state: GatewayState, *, manufacturer: str = "PYLON") -> list[Frame]:
+def encode(
+    state: GatewayState, *, manufacturer: str = "PYLON", unknown_temperature_c: float = UNKNOWN_TEMPERATURE_C
+) -> list[Frame]:
     """The six battery frames 0x351, 0x355, 0x356, 0x35A, 0x35E, 0x35F for `state`."""
     return [
         _LV.limits(state.limits),
         _LV.soc(state),
-        _LV.measurements(state),
+        _LV.measurements(state, unknown_temperature_c),
         _LV.alarms(state, cleared=0b00),
         _LV.manufacturer(manufacturer),
         _LV.info(

@@ -15,7 +15,8 @@ cited by diyBMSv4ESP32 pylonforce_canbus.cpp, and Battery-Emulator PYLON-CAN.cpp
   the field is s16 two's complement instead (what some Solis/Sofar setups expect). The max discharge current
   is sent as a negative current (offset − DCL), as the captured frame shows.
 - Temperatures are 0.1 °C with offset 100 °C. Values are rounded half away from zero and clamped into their
-  field, never wrapped; NaN (no data) encodes as physical 0.
+  field, never wrapped; NaN (no data) encodes as physical 0, except an unknown temperature (a pack without
+  sensors): the spec has no "no value" marker, so it goes out as `unknown_temperature_c` (default 25 °C).
 - Inverters differ (Battery-Emulator offers "30k offset", "invert byte order" and the id suffix; Sungrow
   #670, Deye #763), hence HvOptions.
 """
@@ -31,7 +32,7 @@ from typing import Final, Literal
 
 from bmsgw.ems import Command, tighten
 from bmsgw.inverter._can_common import BMS_VERSION, CanCodecError
-from bmsgw.inverter.scaling import round_clamp
+from bmsgw.inverter.scaling import UNKNOWN_TEMPERATURE_C, known_temperature, round_clamp
 from bmsgw.model import AlarmCode, AlarmLevel, CellRef, Frame, GatewayState
 
 __all__ = [
@@ -90,6 +91,7 @@ class HvOptions:
     packs_in_series: int = 1
     nominal_voltage: float = 0.0  # V, 0x7320 voltage level
     capacity_ah: float = 0.0  # installed Ah, 0x7320
+    unknown_temperature_c: float = UNKNOWN_TEMPERATURE_C  # sent for an unknown temperature (no sensors)
 
 
 class RequestKind(enum.IntEnum):
@@ -285,12 +287,13 @@ _S16: Final = (-0x8000, 0x7FFF)
 class _Enc:
     """Field encoders bound to one output's byte order and current offset."""
 
-    __slots__ = ("_addr", "_off", "_order")
+    __slots__ = ("_addr", "_off", "_order", "_unknown_c")
 
     def __init__(self, opts: HvOptions) -> None:
         self._order = "<" if opts.byte_order == "little" else ">"
         self._off = round_clamp(opts.current_offset_a * 10.0, 0, 0xFFFF)
         self._addr = opts.address
+        self._unknown_c = opts.unknown_temperature_c
 
     @property
     def current_kind(self) -> str:
@@ -320,10 +323,9 @@ class _Enc:
         """A 0..1 fraction as whole percent, 0..100."""
         return round_clamp(_finite(fraction) * 100.0, 0, 100)
 
-    @staticmethod
-    def temp(celsius: float) -> int:
-        """0.1 °C with offset 100 °C (raw 1000 = 0 °C)."""
-        return round_clamp((_finite(celsius) + 100.0) * 10.0, *_U16)
+    def temp(self, celsius: float) -> int:
+        """0.1 °C with offset 100 °C (raw 1000 = 0 °C); unknown → the configured unknown temperature."""
+        return round_clamp((known_temperature(celsius, self._unknown_c) + 100.0) * 10.0, *_U16)
 
 
 def _finite(x: float) -> float:

@@ -20,7 +20,9 @@ Three layers, each usable alone:
 
 Scaling on the wire: cell/module voltage mV; temperature 0.1 K (raw = °C·10 + 2731); current 0.1 A with
 > 0 charging (0x61: 0.01 A); capacity mAh. Every value is rounded half away from zero and clamped to its
-field, never wrapped; NaN encodes as 0 (clamped into range).
+field, never wrapped; NaN encodes as 0 (clamped into range). The protocol has no "no value" marker and raw 0
+would read as -273.1 °C, so the battery side sends an unknown temperature (a pack without sensors, a dead
+sensor) as StackInfo.unknown_temperature_c (default 25 °C).
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import ClassVar, Final, Generic, NamedTuple, TypeAlias, TypeVar
 
-from bmsgw.inverter.scaling import round_clamp
+from bmsgw.inverter.scaling import UNKNOWN_TEMPERATURE_C, known_temperature, round_clamp
 from bmsgw.model import AlarmCode, AlarmLevel, BmsFlags, GatewayState, Limits, PackStatus, PackView
 
 __all__ = [
@@ -577,6 +579,7 @@ class StackInfo:
     device_name: str = "bmsgw"  # 0x51 device name, 10 ASCII characters
     manufacturer: str = "PYLON"  # 0x51 manufacturer name, 20 ASCII characters
     version: tuple[int, int, int] = (0, 1, 0)  # software/main-line version
+    unknown_temperature_c: float = UNKNOWN_TEMPERATURE_C  # sent for an unknown temperature (no sensor)
 
     def pack_at(self, adr: int) -> int | None:
         """Pack index of module address `adr`, or None."""
@@ -815,16 +818,17 @@ def _flag(state: GatewayState, pack: int | None) -> int:
     return 0x10 if any(pack is None or a.pack is None or a.pack == pack for a in state.alarms) else 0x00
 
 
-def _values(view: PackView | None, info: ModuleInfo) -> ModuleValues | None:
+def _values(view: PackView | None, info: ModuleInfo, unknown_c: float) -> ModuleValues | None:
     s = view.sample if view is not None else None
     if view is None or s is None:
         return None
     temps = tuple(float(t) for t in s.cell_t)
-    board = sum(temps) / len(temps) if temps else math.nan  # no board sensor: the sensors' mean
+    live = [t for t in temps if math.isfinite(t)]
+    board = sum(live) / len(live) if live else math.nan  # no board sensor: the live sensors' mean
     soc = view.soc if math.isfinite(view.soc) else 0.0
     return ModuleValues(
         cell_v=tuple(float(v) for v in s.cell_v),
-        temperatures=(board, *temps),
+        temperatures=tuple(known_temperature(t, unknown_c) for t in (board, *temps)),
         # a module excluded from the core reports no current; the limits carry the fail-safe
         current=s.current if view.status is PackStatus.ONLINE else 0.0,
         voltage=s.voltage,
@@ -935,7 +939,10 @@ def _all_modules(cmd: Command, state: GatewayState, stack: StackInfo) -> bytes:
         raise NoDataError("no module has delivered a sample yet")
     n = len(stack.modules)
     if cmd is Command.ANALOG:
-        records = tuple(_values(v, m) or _no_values(m) for v, m in zip(views, stack.modules, strict=True))
+        unknown_c = stack.unknown_temperature_c
+        records = tuple(
+            _values(v, m, unknown_c) or _no_values(m) for v, m in zip(views, stack.modules, strict=True)
+        )
         return encode_analog(ModuleRecords(_flag(state, None), n, records))
     alarm_records = tuple(
         _alarms(state, v, m) or _no_alarms(m) for v, m in zip(views, stack.modules, strict=True)
@@ -951,7 +958,7 @@ def _module(cmd: Command, state: GatewayState, stack: StackInfo, pack: int, addr
     info = stack.modules[pack]
     view = _views(state, stack)[pack]
     if cmd is Command.ANALOG:
-        values = _values(view, info)
+        values = _values(view, info, stack.unknown_temperature_c)
         if values is None:
             raise NoDataError(f"module {address:02X} has not delivered a sample")
         return encode_analog(ModuleRecords(_flag(state, pack), address, (values,)))
@@ -1012,7 +1019,7 @@ def _system(cmd: Command, state: GatewayState, stack: StackInfo) -> bytes:
             + serials
         )
     if cmd is Command.SYSTEM_ANALOG:
-        return _system_analog(state)
+        return _system_analog(state, stack.unknown_temperature_c)
     if cmd is Command.SYSTEM_ALARM:
         return _system_alarm(state)
     return encode_management(_management(state.limits, 1, True), None)  # SYSTEM_MANAGEMENT
@@ -1027,15 +1034,15 @@ def _where(ref: tuple[int, int]) -> int:
     return (ref[0] + 1 & 0xFF) << 8 | (ref[1] + 1 & 0xFF)
 
 
-def _system_analog(state: GatewayState) -> bytes:
+def _system_analog(state: GatewayState, unknown_c: float) -> bytes:
     """0x61, unverified layout (Battery-Emulator): current in 0.01 A; no MOSFET/BMS sensors, so the
-    cell-temperature average/max/min are repeated in those slots."""
+    cell-temperature average/max/min are repeated in those slots (unknown: `unknown_c`)."""
     sohs = [p.soh for p in state.packs if p.status is PackStatus.ONLINE and math.isfinite(p.soh)]
     temps = (
-        _kelvin(state.temperature),
-        _kelvin(state.cell_t_max),
+        _kelvin(known_temperature(state.temperature, unknown_c)),
+        _kelvin(known_temperature(state.cell_t_max, unknown_c)),
         _where(state.cell_t_max_at),
-        _kelvin(state.cell_t_min),
+        _kelvin(known_temperature(state.cell_t_min, unknown_c)),
         _where(state.cell_t_min_at),
     )
     return _SYSANALOG.pack(

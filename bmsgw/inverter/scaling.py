@@ -1,10 +1,17 @@
-"""Raw field values for the inverter codecs: round half away from zero and clamp, never wrap."""
+"""Raw field values for the inverter codecs: round half away from zero and clamp, never wrap; unknown
+temperatures."""
 
 from __future__ import annotations
 
 import math
+from typing import Final
 
-__all__ = ["round_clamp"]
+__all__ = ["UNKNOWN_TEMPERATURE_C", "known_temperature", "round_clamp"]
+
+UNKNOWN_TEMPERATURE_C: Final = 25.0
+"""°C sent for an unknown temperature where a protocol has no "no value" marker (default of the
+[[outputs]] key unknown_temperature_c): mid-band of the usual full-current derating band (10-40 °C), so
+an inverter neither derates nor stops for a pack without sensors."""
 
 
 def round_clamp(x: float, lo: int, hi: int) -> int:
@@ -16,3 +23,8 @@ def round_clamp(x: float, lo: int, hi: int) -> int:
     if x <= lo:
         return lo
     return math.floor(x + 0.5) if x >= 0 else -math.floor(0.5 - x)
+
+
+def known_temperature(t_c: float, unknown_c: float = UNKNOWN_TEMPERATURE_C) -> float:
+    """`t_c` if finite, else `unknown_c`: an unknown temperature (no sensor) must not read as 0 °C."""
+    return t_c if math.isfinite(t_c) else unknown_c

@@ -11,7 +11,9 @@ SUNNY ISLAND", FSS-ConnectingBat-TI-en-10; reference protocols.md §5.3, anchors
   the last good one, so every value is clamped into its range (a 40 V DVL goes out as 41 V).
 - Invalid markers: 0xFFFF (unsigned) / 0x8000 (signed) make the SI use its default. A NaN value (no data)
   goes out as the marker; so do the 0x35F fields we have no value for (Bat-Type, manufacturer id: no
-  SMA-assigned codes). A clamped value never lands on a marker.
+  SMA-assigned codes). A clamped value never lands on a marker. This includes an unknown battery
+  temperature (a pack without sensors): 0x8000, so the SI falls back to its own battery temperature
+  sensor; the output key unknown_temperature_c does not apply here.
 - 0x35A: 2-bit pairs, 01 active, 10 cleared, 00 not supported; ALARM/FAULT → alarm bytes 0-3 (the SI goes
   to standby until cleared), WARNING → warning bytes 4-7 (logged only). Mapping in
   _can_common.ALARM_PAIRS: over/under-voltage (cell or pack) → high/low voltage, over/under-temperature →

@@ -12,6 +12,8 @@ the spec's). The image starts at 40000 (Modbus address, 0-based). One pack = one
 - 804 lithium-ion string per pack, with one `lithium_ion_string_module` group.
 
 Values that bmsgw does not know read as the type's not-implemented marker (0xFFFF, 0x8000, 0xFFFFFFFF).
+An unknown temperature (a pack without sensors) is one of them: ModTmp*/ModCellTmp* read 0x8000 (int16 not
+implemented) and their location points 0xFFFF, as the spec defines, rather than a made-up temperature.
 Scale factors are fixed per Identity, chosen so the largest expected value fits its register.
 """
 
@@ -481,9 +483,9 @@ def _module(view: PackView, st: PackStats | None) -> Values:
             "ModCellVMinCell": st.v_min_cell + 1,
             "ModCellVAvg": st.v_avg,
             "ModCellTmpMax": st.t_max,
-            "ModCellTmpMaxCell": st.t_max_sensor + 1,
+            "ModCellTmpMaxCell": _index(st.t_max_sensor, st.t_max),
             "ModCellTmpMin": st.t_min,
-            "ModCellTmpMinCell": st.t_min_sensor + 1,
+            "ModCellTmpMinCell": _index(st.t_min_sensor, st.t_min),
             "ModCellTmpAvg": st.t_avg,
         }
     return out

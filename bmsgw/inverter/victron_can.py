@@ -24,7 +24,9 @@ core frames plus 0x370-0x379. 11-bit ids, little endian, 500 kbit/s, every frame
            (1-based, two-digit cell/sensor, e.g. "p1c05"); empty while the value is unknown (NaN)
     0x379  installed capacity = capacity of the packs in use (Ah)
 
-Values are scaled as in the other LV codecs (round half away from zero, clamp, never wrap, NaN → 0).
+Values are scaled as in the other LV codecs (round half away from zero, clamp, never wrap, NaN → 0). An
+unknown temperature (a pack without sensors) goes out as `unknown_temperature_c` in 0x356 and 0x373 (Victron
+has no "no value" marker; NaN → 0 would be 0 °C in 0x356 and 0 K in 0x373); 0x376/0x377 stay empty.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ from bmsgw.inverter._can_common import (
     decode_keepalive,
     load_dbc,
 )
+from bmsgw.inverter.scaling import UNKNOWN_TEMPERATURE_C, known_temperature
 from bmsgw.model import AlarmCode, AlarmLevel, CellRef, Frame, GatewayState, Limits
 
 __all__ = [
@@ -62,13 +65,21 @@ FRAME_IDS: Final = (
 )  # fmt: skip
 
 
-def encode(state: GatewayState, *, manufacturer: str = "PYLON", name: str = "bmsgw") -> list[Frame]:
+def encode(
+    state: GatewayState,
+    *,
+    manufacturer: str = "PYLON",
+    name: str = "bmsgw",
+    unknown_temperature_c: float = UNKNOWN_TEMPERATURE_C,
+) -> list[Frame]:
     """The fifteen battery frames of FRAME_IDS for `state`; `name` goes into 0x370/0x371."""
     name_raw = ascii_raw("BatteryName", name, NAME_MAX, b"\0")
+    t_min = known_temperature(state.cell_t_min, unknown_temperature_c)
+    t_max = known_temperature(state.cell_t_max, unknown_temperature_c)
     return [
         _LV.limits(state.limits, cvl=charge_voltage(state.limits, state.voltage)),
         _LV.soc(state),
-        _LV.measurements(state),
+        _LV.measurements(state, unknown_temperature_c),
         _LV.alarms(state, cleared=CLEARED),
         _LV.manufacturer(manufacturer),
         _LV.info(state.capacity_ah, version=BMS_VERSION),
@@ -79,8 +90,8 @@ def encode(state: GatewayState, *, manufacturer: str = "PYLON", name: str = "bms
             {
                 "MinCellVoltage": state.cell_v_min,
                 "MaxCellVoltage": state.cell_v_max,
-                "MinCellTemperature": state.cell_t_min + _KELVIN,
-                "MaxCellTemperature": state.cell_t_max + _KELVIN,
+                "MinCellTemperature": t_min + _KELVIN,
+                "MaxCellTemperature": t_max + _KELVIN,
             }
         ),
         _M374.encode_raw(_where("MinCellVoltageId", "c", state.cell_v_min_at, state.cell_v_min)),

@@ -94,6 +94,15 @@ def _hv_keys_unset(cfg: OutputConfig) -> str | None:
     return f"{', '.join(given)} applies to pylontech-hv-can only, not {cfg.protocol}" if given else None
 
 
+def _marker_not_temperature(cfg: OutputConfig) -> str | None:
+    if "unknown_temperature_c" not in cfg.model_fields_set:
+        return None
+    return (
+        f"unknown_temperature_c does not apply to {cfg.protocol}: it sends the protocol's 'no value' marker "
+        "(0x8000) for an unknown temperature"
+    )
+
+
 def _pylontech_hv_can(cfg: OutputConfig) -> str | None:
     raw = cfg.current_offset_a * 10
     if abs(raw - round(raw)) > 1e-6:
@@ -107,9 +116,10 @@ def _first(*checks: Callable[[OutputConfig], str | None]) -> Callable[[OutputCon
 
 OUTPUT_CHECKS: dict[str, Callable[[OutputConfig], str | None]] = {
     **dict.fromkeys(CAN_CODECS, _hv_keys_unset),
+    "sma-can": _first(_hv_keys_unset, _marker_not_temperature),
     "pylontech-rs485": _first(_hv_keys_unset, _serial_or_tcp),
-    "modbus-tcp": _hv_keys_unset,
-    "modbus-rtu": _first(_hv_keys_unset, _modbus_rtu),
+    "modbus-tcp": _first(_hv_keys_unset, _marker_not_temperature),
+    "modbus-rtu": _first(_hv_keys_unset, _modbus_rtu, _marker_not_temperature),
     "pylontech-hv-can": _pylontech_hv_can,
 }
 """Per-protocol checks of an [[outputs]] entry (run by config validation): the problem, or None."""

@@ -145,7 +145,9 @@ class CanOutput:
     ) -> None:
         self.cfg = cfg
         self.codec = CAN_CODECS[cfg.protocol]
-        self._opts = CodecOptions(manufacturer=cfg.manufacturer, name=name)
+        self._opts = CodecOptions(
+            manufacturer=cfg.manufacturer, name=name, unknown_temperature_c=cfg.unknown_temperature_c
+        )
         self._clock = clock
         self._state = state
         self.sent = 0

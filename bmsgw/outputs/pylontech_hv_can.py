@@ -62,6 +62,7 @@ def hv_options(settings: Settings, cfg: OutputConfig) -> HvOptions:
         packs_in_series=1,
         nominal_voltage=profile(packs[0].chemistry).nominal_v * cells,
         capacity_ah=sum(p.capacity_ah for p in packs),
+        unknown_temperature_c=cfg.unknown_temperature_c,
     )
 
 

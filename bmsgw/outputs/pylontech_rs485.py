@@ -57,6 +57,7 @@ def stack_info(settings: Settings, cfg: OutputConfig) -> StackInfo:
         device_name=settings.gateway.name,
         manufacturer=cfg.manufacturer,
         version=(major, minor, patch),
+        unknown_temperature_c=cfg.unknown_temperature_c,
     )
 
 
