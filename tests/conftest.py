@@ -1,4 +1,4 @@
-"""Shared fixtures: fail any test that leaves an asyncio task running; undo logging setup."""
+"""Shared fixtures: fail any test that leaves an asyncio task running; undo logging setup; one MQTT broker."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import logging
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
+from mosquitto import Mosquitto
 
 
 @pytest.fixture(autouse=True)
@@ -32,3 +33,12 @@ def _restore_root_logging() -> Iterator[None]:
     yield
     root.handlers[:] = handlers
     root.setLevel(level)
+
+
+@pytest.fixture(scope="session")
+def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mosquitto]:
+    """One anonymous mosquitto for the tests that do not restart it (each test uses its own topics)."""
+    b = Mosquitto(tmp_path_factory.mktemp("mosquitto"))
+    b.start()
+    yield b
+    b.stop()

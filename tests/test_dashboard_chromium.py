@@ -202,3 +202,36 @@ async def test_dashboard_renders_state_and_follows_live_updates() -> None:
         assert _png_size(phone)[0] == 390
         # Nothing overflows sideways on a phone.
         assert await b.evaluate("document.documentElement.scrollWidth") <= 390
+
+
+async def test_dashboard_shows_active_balancing_transfers() -> None:
+    pack = PackModel(current=0.0)  # resting at LFP's top knee: cell 7 highest, cell 3 lowest
+    pack.cell_v = np.full(16, 3.42)
+    pack.cell_v[6] = 3.46
+    pack.cell_v[2] = 3.40
+    async with web_rig(pack, extra={"balancing": {"mode": "active"}}) as rig, browser() as b:
+        await rig.until(lambda s: s.packs[0].transfers != (), within=15, what="a planned transfer")
+        await b.send("Page.navigate", url=rig.url + "/")
+        text = await b.wait_for(
+            "(e => e && e.textContent)(document.querySelector('[data-pack=p1] .xfers'))", within=15
+        )
+        assert text == "balancing cell 7 → cell 3, 2.0 A"
+        tiles = "[...document.querySelectorAll('[data-pack=p1] .cellt')]"
+        classes = await b.evaluate(f"{tiles}.map(e => e.className.split(' '))")
+        assert [i for i, c in enumerate(classes) if "xout" in c] == [6]
+        assert [i for i, c in enumerate(classes) if "xin" in c] == [2]
+        assert not any("bal" in c for c in classes)  # active mode: no bleeding
+        assert "giving 2.0 A to cell 3" in await b.evaluate(f"{tiles}[6].title")
+        assert "receiving 2.0 A from cell 7" in await b.evaluate(f"{tiles}[2].title")
+        png = await b.screenshot(SHOTS / "dashboard-transfers.png", 1280, 1600)
+        assert len(png) > 30_000
+
+        # Balanced: the plan ends and the page follows.
+        pack.cell_v = np.full(16, 3.42)
+        await b.wait_for(
+            "!document.querySelector('[data-pack=p1] .xfers') && "
+            "!document.querySelector('[data-pack=p1] .cellt.xout, [data-pack=p1] .cellt.xin')",
+            within=15,
+        )
+        summary = await b.evaluate("document.querySelector('[data-pack=p1] .cell-summary').textContent")
+        assert summary.endswith("balancing off")

@@ -38,6 +38,7 @@ UNITLESS = {  # counts, states and flags
     "bmsgw_discharge_enabled", "bmsgw_force_charge_requested", "bmsgw_full_charge_requested",
     "bmsgw_alarm_active", "bmsgw_alarm_level", "bmsgw_pack_status", "bmsgw_pack_online",
     "bmsgw_pack_balancing_cells", "bmsgw_cell_balancing", "bmsgw_pack_equivalent_full_cycles",
+    "bmsgw_pack_balancing_transfers",
 }  # fmt: skip
 
 

@@ -14,7 +14,7 @@ import json
 import ssl
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,15 +37,6 @@ from bmsgw.transport.can_bus import AsyncCanBus
 SPEED = 10.0  # gateway time runs 10x wall time: publish_interval_s 1.0 = 0.1 s wall
 MAX_CHARGE, MAX_DISCHARGE = 50.0, 80.0
 UNREACHABLE = "mqtt broker unreachable; retrying"
-
-
-@pytest.fixture(scope="session")
-def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mosquitto]:
-    """One anonymous broker for the tests that do not restart it (each test uses its own topics)."""
-    b = Mosquitto(tmp_path_factory.mktemp("mosquitto"))
-    b.start()
-    yield b
-    b.stop()
 
 
 class Recorder:

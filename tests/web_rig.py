@@ -49,7 +49,10 @@ class WebRig:
             return resp.status, await resp.json()
 
 
-def web_settings(pack_channel: str, *, token: str | None = TOKEN, **web: Any) -> Settings:
+def web_settings(
+    pack_channel: str, *, token: str | None = TOKEN, extra: dict[str, Any] | None = None, **web: Any
+) -> Settings:
+    """The rig's settings; `extra` adds or replaces top-level keys (e.g. {"balancing": {...}})."""
     cfg: dict[str, Any] = {
         "packs": [{"id": "p1", "cells": 16, "sensors": 4, "chemistry": "lfp", "capacity_ah": 100}],
         "can": {"interface": "virtual", "channel": pack_channel},
@@ -58,16 +61,19 @@ def web_settings(pack_channel: str, *, token: str | None = TOKEN, **web: Any) ->
         "gateway.recovery_ramp_s": 5.0,
         "limits": {"max_charge_current_a": 50.0, "max_discharge_current_a": 80.0},
         "web": {"host": "127.0.0.1", "port": 0, **({"token": token} if token else {}), **web},
+        **(extra or {}),
     }
     settings, _ = load_settings(None, cfg, env={})
     return settings
 
 
 @contextlib.asynccontextmanager
-async def web_rig(pack: PackModel | None = None, *, token: str | None = TOKEN) -> AsyncIterator[WebRig]:
+async def web_rig(
+    pack: PackModel | None = None, *, token: str | None = TOKEN, extra: dict[str, Any] | None = None
+) -> AsyncIterator[WebRig]:
     """Run gateway (with its web service from the SERVICES registry) and a fake pack until exit."""
     channel = f"pack-{uuid.uuid4()}"
-    gateway = Gateway(web_settings(channel, token=token), ScaledClock(SPEED))
+    gateway = Gateway(web_settings(channel, token=token, extra=extra), ScaledClock(SPEED))
     web = next(s for s in gateway.services if isinstance(s, WebService))
     pack = pack or PackModel()
     async with (

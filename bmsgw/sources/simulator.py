@@ -210,7 +210,7 @@ class SimulatedPacks:
             if isinstance(cmd, GatewayCommandMsg) and cmd.module < len(self.packs):
                 i = self._index_of(cmd.module)
                 if i is not None:
-                    self.packs[i].set_balance(cmd.balance_mask)
+                    self.packs[i].set_balance(cmd.balance_mask, self._settings.balancing.bleed_current_a)
                     self._contactor_open[i] = cmd.contactor is ContactorRequest.OPEN
             elif isinstance(cmd, BalanceTransferMsg):
                 i = self._index_of(cmd.module)

@@ -14,7 +14,7 @@ from typing import Any
 from bmsgw import __version__
 from bmsgw.config import Settings
 from bmsgw.model import Alarm, AlarmCode, CellRef, GatewayState, PackStatus, PackView, Reason
-from bmsgw.telemetry.snapshot import finite
+from bmsgw.telemetry.snapshot import finite, transfer_list, transfers_sent
 
 __all__ = [
     "ALARM_LEVELS",
@@ -172,6 +172,15 @@ def entities(settings: Settings) -> list[Entity]:
             Entity(f"{key}_status", f"{name} status", f"{at}.status", device_class="enum",
                    options=tuple(s.value for s in PackStatus), category="diagnostic"),
         ]  # fmt: skip
+        if settings.balancing.mode != "off":
+            out.append(
+                Entity(f"{key}_balancing", f"{name} balancing", f"{at}.balancing_cells or {at}.transfers",
+                       platform="binary_sensor", icon="mdi:scale-balance",
+                       attributes=f"{{'cells': {at}.balancing_cells, 'transfers': {at}.transfers}}")
+            )  # fmt: skip
+        if settings.balancing.mode == "active":
+            out.append(_measure(f"{key}_transfer_current", f"{name} balancing transfer current", "current",
+                                "A", 1, value=f"{at}.transfer_current"))  # fmt: skip
         out += [
             _measure(f"{key}_cell_{n + 1}_voltage", f"{name} cell {n + 1} voltage", "voltage", "V", 3,
                      value=f"{at}.cell_v[{n}]", enabled=False)
@@ -255,7 +264,8 @@ def state_payload(
         "energy_charged_kwh": round(charged_wh / 1000, 6),
         "energy_discharged_kwh": round(discharged_wh / 1000, 6),
         "packs": [
-            _pack(v, cfg.cells, cfg.sensors) for v, cfg in zip(state.packs, settings.packs, strict=True)
+            _pack(state, v, cfg.cells, cfg.sensors)
+            for v, cfg in zip(state.packs, settings.packs, strict=True)
         ],
     }
     return out
@@ -326,10 +336,11 @@ def _alarm(active: list[Alarm], ids: list[str]) -> dict[str, Any] | None:
     }
 
 
-def _pack(view: PackView, cells: int, sensors: int) -> dict[str, Any]:
+def _pack(state: GatewayState, view: PackView, cells: int, sensors: int) -> dict[str, Any]:
     s = view.sample
     cell_v = [_round(x, 4) for x in s.cell_v[:cells]] if s is not None else []
     cell_t = [_round(x, 2) for x in s.cell_t[:sensors]] if s is not None else []
+    moves = transfers_sent(state, view)
     return {
         "id": view.id,
         "status": view.status.value,
@@ -339,4 +350,8 @@ def _pack(view: PackView, cells: int, sensors: int) -> dict[str, Any]:
         # Fixed length (the configured counts) so every per-cell template resolves, to null when unknown.
         "cell_v": cell_v + [None] * (cells - len(cell_v)),
         "cell_t": cell_t + [None] * (sensors - len(cell_t)),
+        # Balancing: the cells bled (from 1) and the active transfers the gateway commands.
+        "balancing_cells": [c + 1 for c in range(cells) if view.balance_mask >> c & 1],
+        "transfers": transfer_list(moves),
+        "transfer_current": round(sum(tr.current_a for tr in moves), 3) if s is not None else None,
     }

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from bmsgw.model import AlarmLevel, GatewayState, PackStatus
 from bmsgw.telemetry.energy import EnergyCounters
+from bmsgw.telemetry.snapshot import transfers_sent
 
 __all__ = ["CONTENT_TYPE", "IoCounter", "PackEnergy", "exposition"]
 
@@ -175,6 +176,8 @@ def _packs(m: _Writer, state: GatewayState) -> None:
     watts: _Rows = []
     age: _Rows = []
     bal_n: _Rows = []
+    xfer_n: _Rows = []
+    xfer_a: _Rows = []
     cell_v: _Rows = []
     cell_soc: _Rows = []
     cell_bal: _Rows = []
@@ -197,6 +200,9 @@ def _packs(m: _Writer, state: GatewayState) -> None:
         watts.append((pack, s.voltage * s.current))
         age.append((pack, max(0.0, state.t - s.t)))
         bal_n.append((pack, view.balance_mask.bit_count()))
+        moves = transfers_sent(state, view)
+        xfer_n.append((pack, len(moves)))
+        xfer_a.append((pack, sum(tr.current_a for tr in moves)))
         for c, v in enumerate(s.cell_v.tolist()):
             cell = (*pack, ("cell", str(c + 1)))
             cell_v.append((cell, v))
@@ -215,6 +221,12 @@ def _packs(m: _Writer, state: GatewayState) -> None:
     m.gauge("bmsgw_pack_power_watts", "Pack power, positive = charging.", watts)
     m.gauge("bmsgw_pack_sample_age_seconds", "Age of the pack's newest sample (gateway clock).", age)
     m.gauge("bmsgw_pack_balancing_cells", "Cells the gateway asks the pack to bleed.", bal_n)
+    m.gauge("bmsgw_pack_balancing_transfers", "Active-balancing transfers the gateway commands.", xfer_n)
+    m.gauge(
+        "bmsgw_pack_balancing_transfer_current_amperes",
+        "Current of the commanded transfers, summed (each drawn from its from-cell).",
+        xfer_a,
+    )
     m.gauge("bmsgw_cell_voltage_volts", "Cell voltage; cell numbered from 1.", cell_v)
     m.gauge("bmsgw_cell_soc_ratio", "Cell state of charge (0..1).", cell_soc)
     m.gauge("bmsgw_cell_balancing", "Cell bleed requested (1) or not (0).", cell_bal)

@@ -9,9 +9,20 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from bmsgw.model import Alarm, BmsFlags, CellRef, Forecast, GatewayState, Limit, PackHealth, PackView
+from bmsgw.core.balancing import safe_transfers
+from bmsgw.model import (
+    Alarm,
+    BmsFlags,
+    CellRef,
+    Forecast,
+    GatewayState,
+    Limit,
+    PackHealth,
+    PackView,
+    Transfer,
+)
 
-__all__ = ["finite", "state_dict"]
+__all__ = ["finite", "state_dict", "transfer_list", "transfers_sent"]
 
 
 def state_dict(state: GatewayState) -> dict[str, Any]:
@@ -47,9 +58,20 @@ def state_dict(state: GatewayState) -> dict[str, Any]:
             "dcl_pack": ids[state.dcl_pack] if state.dcl_pack is not None else None,
         },
         "alarms": [_alarm(a, ids) for a in state.alarms],
-        "packs": [_pack(p, state.t) for p in state.packs],
+        "packs": [_pack(p, state) for p in state.packs],
         "forecast": _forecast(state.forecast),
     }
+
+
+def transfers_sent(state: GatewayState, view: PackView) -> tuple[Transfer, ...]:
+    """The active-balancing transfers the gateway commands for `view` in `state`: the plan wherever
+    `safe_transfers` lets it run (the state's own age aside), else ()."""
+    return safe_transfers(state, view, state.t, math.inf)
+
+
+def transfer_list(transfers: tuple[Transfer, ...]) -> list[dict[str, Any]]:
+    """Transfers as JSON: `from_cell` gives `current` (A) to `to_cell`, cells numbered from 1."""
+    return [{"from_cell": tr.source + 1, "to_cell": tr.sink + 1, "current": tr.current_a} for tr in transfers]
 
 
 def finite(x: float) -> float | None:
@@ -103,7 +125,7 @@ def _health(h: PackHealth | None) -> dict[str, Any] | None:
     }
 
 
-def _pack(view: PackView, t: float) -> dict[str, Any]:
+def _pack(view: PackView, state: GatewayState) -> dict[str, Any]:
     s = view.sample
     out: dict[str, Any] = {
         "index": view.pack,
@@ -112,6 +134,7 @@ def _pack(view: PackView, t: float) -> dict[str, Any]:
         "soc": finite(view.soc),
         "soh": finite(view.soh),
         "balance_mask": view.balance_mask,
+        "transfers": transfer_list(transfers_sent(state, view)),  # active balancing: what goes to the pack
         "contactor_open_request": view.contactor_open_request,
         "service": view.service.value,  # multi-pack: running, ramping, joining, isolated, absent
         "share": finite(view.share),  # fraction of the system current assumed for this pack
@@ -123,7 +146,7 @@ def _pack(view: PackView, t: float) -> dict[str, Any]:
     n = len(s.cell_v)
     out["sample"] = {
         "t": s.t,
-        "age_s": max(0.0, t - s.t),
+        "age_s": max(0.0, state.t - s.t),
         "voltage": finite(s.voltage),
         "current": finite(s.current),
         "power": finite(s.voltage * s.current),

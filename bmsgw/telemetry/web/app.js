@@ -241,30 +241,43 @@ function renderPack(p, st) {
   const pad = Math.max(0.01, spread * 0.6);
   const lo = vmin - pad, hi = vmax + Math.max(0.004, spread * 0.1);
   const nbal = smp.balancing.filter(Boolean).length;
+  // Active balancing: what each cell gives (from_cell) or receives (to_cell), A.
+  const xfers = p.transfers || [];
+  const xferText = (x) => `cell ${x.from_cell} → cell ${x.to_cell}, ${fixed(x.current, 1)} A`;
+  const gives = (i) => xfers.filter((x) => x.from_cell === i + 1);
+  const takes = (i) => xfers.filter((x) => x.to_cell === i + 1);
   card.append(h("div", { class: "cell-summary" },
     h("span", { class: "min" }, "min ", h("b", { text: `${vmin.toFixed(3)} V` }), ` #${imin + 1}`),
     h("span", { class: "max" }, "max ", h("b", { text: `${vmax.toFixed(3)} V` }), ` #${imax + 1}`),
     h("span", {}, "Δ ", h("b", { text: `${(spread * 1000).toFixed(0)} mV` })),
     h("span", {}, "avg ", h("b", { text: `${avg.toFixed(3)} V` })),
-    h("span", {}, "balancing ", h("b", { text: nbal ? `${nbal} cell${nbal > 1 ? "s" : ""}` : "off" }))));
+    xfers.length
+      ? h("span", { class: "xfers" }, "balancing ", h("b", { text: xfers.map(xferText).join(" · ") }))
+      : h("span", {}, "balancing ", h("b", { text: nbal ? `${nbal} cell${nbal > 1 ? "s" : ""}` : "off" }))));
   const cells = h("div", { class: "cells", role: "list", "aria-label": "Cell voltages" });
   smp.cell_v.forEach((cv, i) => {
     const bal = smp.balancing[i];
+    const out = gives(i), into = takes(i);
     const socTxt = p.cell_soc && isNum(p.cell_soc[i]) ? `, SOC ${pct(p.cell_soc[i], 1)} %` : "";
+    const xferTxt = out.map((x) => `, giving ${fixed(x.current, 1)} A to cell ${x.to_cell}`).join("")
+      + into.map((x) => `, receiving ${fixed(x.current, 1)} A from cell ${x.from_cell}`).join("");
     const tile = h("div", {
-      class: ["cellt", i === imin ? "min" : "", i === imax ? "max" : "", bal ? "bal" : ""].join(" ").trim(),
-      role: "listitem", title: `Cell ${i + 1}: ${fixed(cv, 3)} V${socTxt}${bal ? ", balancing" : ""}`,
+      class: ["cellt", i === imin ? "min" : "", i === imax ? "max" : "", bal ? "bal" : "",
+        out.length ? "xout" : "", into.length ? "xin" : ""].join(" ").replace(/ +/g, " ").trim(),
+      role: "listitem", title: `Cell ${i + 1}: ${fixed(cv, 3)} V${socTxt}${bal ? ", balancing" : ""}${xferTxt}`,
     });
     const bar = h("i");
     bar.style.height = `${isNum(cv) ? Math.max(4, Math.min(100, ((cv - lo) / (hi - lo)) * 100)) : 0}%`;
     tile.append(h("div", { class: "tube" }, bar), h("span", { class: "mv", text: fixed(cv, 3) }),
-      h("span", { class: "idx" }, `#${i + 1}`, bal ? h("span", { class: "b", text: " ⚡" }) : null));
+      h("span", { class: "idx" }, `#${i + 1}`, bal ? h("span", { class: "b", text: " ⚡" }) : null,
+        out.length ? h("span", { class: "x", text: " −" }) : null, into.length ? h("span", { class: "x", text: " +" }) : null));
     cells.append(tile);
   });
   card.append(cells, h("div", { class: "legend" },
     h("span", {}, h("i", { class: "l-min" }), "lowest cell"),
     h("span", {}, h("i", { class: "l-max" }), "highest cell"),
     h("span", {}, h("i", { class: "l-bal" }), "balancing (⚡)"),
+    xfers.length ? h("span", {}, h("i", { class: "l-xfer" }), "transfer: gives (−), receives (+)") : null,
     h("span", { text: `bars scaled ${lo.toFixed(3)}–${hi.toFixed(3)} V` })));
   const th = info.thresholds;
   card.append(h("div", { class: "temps", "aria-label": "Temperatures" }, smp.cell_t.map((t, i) => {
