@@ -1,4 +1,5 @@
-"""The simulated pack bleeds `[balancing] bleed_current_a` from the cells a GatewayCommand names."""
+"""The simulated pack bleeds `[balancing] bleed_current_a` from the cells a GatewayCommand names, and its
+active balancer delivers `[balancing] transfer_efficiency` of what a GatewayBalanceTransfer takes."""
 
 from __future__ import annotations
 
@@ -10,10 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bmsgw.bms.pack_can import ContactorRequest, encode_command
+from bmsgw.bms.pack_can import ContactorRequest, encode_command, encode_transfer
 from bmsgw.clock import SteppedClock
-from bmsgw.config import load_settings
-from bmsgw.model import Chemistry, GatewayState
+from bmsgw.config import Settings, load_settings
+from bmsgw.model import Chemistry, GatewayState, Transfer
 from bmsgw.sim import SimPack, SimPackConfig
 from bmsgw.sources.simulator import SimulatedPacks, simulation_settings
 from bmsgw.transport.can_bus import AsyncCanBus
@@ -41,17 +42,17 @@ def _no_state() -> GatewayState:
     raise AssertionError("the simulated inverter reads its limits from its own bus here")
 
 
-@pytest.mark.parametrize("bleed_a", [0.2, 1.5])
-async def test_bled_cells_lose_bleed_current_times_time(tmp_path: Path, bleed_a: float) -> None:
+def _rig(
+    tmp_path: Path, balancing: dict[str, object]
+) -> tuple[SimulatedPacks, SimPack, SteppedClock, Settings]:
     base, _ = load_settings(
         None,
         {"packs": [{"id": "p", "source": "can", "cells": 4, "sensors": 1, "capacity_ah": CAPACITY_AH}],
-         "balancing": {"mode": "passive", "bleed_current_a": bleed_a},
-         "web.enabled": False, "gateway.state_dir": str(tmp_path)},
+         "balancing": balancing, "web.enabled": False, "gateway.state_dir": str(tmp_path)},
         env={},
     )  # fmt: skip
-    settings = simulation_settings(base, from_file=True)
     clock = SteppedClock(200.0)
+    settings = simulation_settings(base, from_file=True)
     sim = SimulatedPacks(settings, clock, _no_state, lambda: math.inf)
     pack = SimPack(
         SimPackConfig(
@@ -67,6 +68,12 @@ async def test_bled_cells_lose_bleed_current_times_time(tmp_path: Path, bleed_a:
     )
     sim.packs[0] = pack
     sim.profile = _Rest()  # type: ignore[assignment]
+    return sim, pack, clock, settings
+
+
+@pytest.mark.parametrize("bleed_a", [0.2, 1.5])
+async def test_bled_cells_lose_bleed_current_times_time(tmp_path: Path, bleed_a: float) -> None:
+    sim, pack, clock, settings = _rig(tmp_path, {"mode": "passive", "bleed_current_a": bleed_a})
     task = asyncio.create_task(sim.run())
     try:
         async with AsyncCanBus("virtual", settings.can.channel) as gateway_side, asyncio.timeout(60):
@@ -89,3 +96,27 @@ async def test_bled_cells_lose_bleed_current_times_time(tmp_path: Path, bleed_a:
     # SOC is committed once a simulated second: up to 1 s of bleed may be outside the window at either end.
     np.testing.assert_allclose(drop[bled], expected[bled], rtol=0.01)
     np.testing.assert_allclose(drop[~bled], 0.0, atol=1e-12)
+
+
+async def test_the_balancer_delivers_transfer_efficiency_of_what_it_takes(tmp_path: Path) -> None:
+    sim, pack, clock, settings = _rig(tmp_path, {"mode": "active", "transfer_efficiency": 0.6})
+    move = (Transfer(0, 2, 1.0),)  # cell 1 → cell 3, 1 A
+    task = asyncio.create_task(sim.run())
+    try:
+        async with AsyncCanBus("virtual", settings.can.channel) as gateway_side, asyncio.timeout(60):
+            alive = 0
+            soc0 = pack.soc_true
+            t_end = clock.now() + RUN_S
+            while clock.now() < t_end:  # a fresh alive counter every simulated second keeps it running
+                await gateway_side.send(encode_transfer(settings.packs[0].address, move, alive), clock.now())
+                alive += 1
+                await clock.sleep(1.0)
+            soc1 = pack.soc_true
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+    gained_ah = (soc1 - soc0) * pack.capacity_true
+    assert gained_ah[0] < -0.1  # it ran for most of the window
+    assert gained_ah[2] == pytest.approx(-0.6 * gained_ah[0], rel=1e-6)
+    np.testing.assert_allclose(gained_ah[[1, 3]], 0.0, atol=1e-12)

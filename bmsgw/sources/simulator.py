@@ -34,9 +34,9 @@ PACK_CHANNEL = "bmsgw-sim-pack"
 INVERTER_CHANNEL = "bmsgw-sim-inverter"
 DT_S = TICK_S  # one physics step per pack transmit tick
 LIMITS_TIMEOUT_S = 10.0
-# The simulated packs' active balancer (pack.dbc GatewayBalanceTransfer): the sink cell gains this fraction
-# of what the source gives; transfers stop when no frame with a new alive counter came for the timeout.
-TRANSFER_EFFICIENCY = 0.85
+# The simulated packs' active balancer (pack.dbc GatewayBalanceTransfer): the sink cell gains
+# [balancing] transfer_efficiency of what the source gives; transfers stop when no frame with a new alive
+# counter came for the timeout.
 TRANSFER_TIMEOUT_S = 3.0
 # Lockstep: simulated time only runs ahead of what the gateway has received by this much, so a slow
 # machine slows the simulation down instead of making the gateway see stale data.
@@ -244,7 +244,7 @@ class SimulatedPacks:
             for tr in moves:
                 if tr.source < len(extra) and tr.sink < len(extra):
                     extra[tr.source] -= tr.current_a
-                    extra[tr.sink] += TRANSFER_EFFICIENCY * tr.current_a
+                    extra[tr.sink] += self._settings.balancing.transfer_efficiency * tr.current_a
             pack.set_cell_currents(extra)
         self._transfers[i] = cmd if moves else None  # the running command (its alive) or nothing
 
