@@ -11,7 +11,7 @@ from bmsgw.config import Settings
 from bmsgw.energy_management import EnergySaved
 from bmsgw.log import get_logger
 from bmsgw.model import GatewayState, PackSample
-from bmsgw.outputs import OUTPUTS, Output, TakesCommands
+from bmsgw.outputs import OUTPUTS, Output, TakesCommands, state_for
 from bmsgw.pipeline import Pipeline
 from bmsgw.sources import SOURCES, Source, group_packs
 from bmsgw.telemetry import Service, build_services
@@ -54,7 +54,7 @@ class Gateway:
             for (kind, _), packs in group_packs(settings).items()
         ]
         self.outputs: list[Output] = [
-            OUTPUTS[o.protocol](settings, o, self.clock, self.state) for o in settings.outputs
+            OUTPUTS[o.protocol](settings, o, self.clock, state_for(o, self.state)) for o in settings.outputs
         ]
         for out in self.outputs:  # EMS commands written to an output tighten the limits of every output
             if isinstance(out, TakesCommands) and self.pipeline.ems is not None:

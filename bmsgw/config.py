@@ -264,6 +264,8 @@ class OutputConfig(_Section):
     # °C sent for an unknown temperature (no sensors) where the protocol has no "no value" marker;
     # default = bmsgw.inverter.scaling.UNKNOWN_TEMPERATURE_C (not imported: it would load every codec)
     unknown_temperature_c: float = Field(25.0, ge=-40, le=80, allow_inf_nan=False)
+    # SOC 100 % while charging is forbidden, 0 % while discharging is: for inverters that obey only the SOC
+    soc_follows_limits: bool = False
 
     @field_validator("protocol")
     @classmethod

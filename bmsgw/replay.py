@@ -14,6 +14,7 @@ import can
 from bmsgw.config import OutputConfig, Settings
 from bmsgw.inverter import CAN_CODECS, CodecOptions
 from bmsgw.model import Alarm, CellRef, GatewayState, Reason
+from bmsgw.outputs import state_for
 from bmsgw.outputs.can import FrameLog
 from bmsgw.pipeline import Pipeline
 from bmsgw.sources.can import PackFrameDecoder
@@ -185,6 +186,7 @@ def replay(
     decoder = PackFrameDecoder(settings)
     outputs = settings.outputs or [OutputConfig(protocol="pylontech-can", channel="inverter")]
     opts = [CodecOptions(o.manufacturer, unknown_temperature_c=o.unknown_temperature_c) for o in outputs]
+    views = [state_for(o, lambda: pipeline.state) for o in outputs]
     codecs = [(CAN_CODECS[o.protocol], opt, o) for o, opt in zip(outputs, opts, strict=True)]
     logs = [FrameLog(out, o.channel) for o in outputs] if out else []
     summary = ReplaySummary(pack_ids=tuple(p.id for p in settings.packs))
@@ -205,7 +207,7 @@ def replay(
                 next_step += step_period
             for k, (codec, opts, _) in enumerate(codecs):
                 if next_out[k] == t:
-                    frames = codec.encode(pipeline.state, opts)
+                    frames = codec.encode(views[k](), opts)
                     summary.frames_out += len(frames)
                     for frame in frames:
                         if logs:

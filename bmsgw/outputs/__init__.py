@@ -9,9 +9,10 @@ from bmsgw.clock import Clock
 from bmsgw.config import OutputConfig, Settings
 from bmsgw.ems import EmsCommands
 from bmsgw.inverter import CAN_CODECS
+from bmsgw.inverter.scaling import soc_following_limits
 from bmsgw.model import GatewayState
 
-__all__ = ["OUTPUTS", "OUTPUT_CHECKS", "Output", "OutputFactory", "TakesCommands"]
+__all__ = ["OUTPUTS", "OUTPUT_CHECKS", "Output", "OutputFactory", "TakesCommands", "state_for"]
 
 
 class Output(Protocol):
@@ -33,6 +34,13 @@ class TakesCommands(Protocol):
 
 OutputFactory = Callable[[Settings, OutputConfig, Clock, Callable[[], GatewayState]], Output]
 """(settings, output config, clock, newest state) -> Output."""
+
+
+def state_for(cfg: OutputConfig, state: Callable[[], GatewayState]) -> Callable[[], GatewayState]:
+    """The newest state as this output shows it (`soc_follows_limits` applied)."""
+    if not cfg.soc_follows_limits:
+        return state
+    return lambda: soc_following_limits(state())
 
 
 def _can(settings: Settings, cfg: OutputConfig, clock: Clock, state: Callable[[], GatewayState]) -> Output:
