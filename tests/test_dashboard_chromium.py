@@ -235,3 +235,17 @@ async def test_dashboard_shows_active_balancing_transfers() -> None:
         )
         summary = await b.evaluate("document.querySelector('[data-pack=p1] .cell-summary').textContent")
         assert summary.endswith("balancing off")
+
+
+async def test_dashboard_shows_the_charge_stage_and_each_packs_part() -> None:
+    packs = [{"id": f"p{k + 1}", "cells": 16, "sensors": 4, "chemistry": "lfp", "capacity_ah": 100,
+              "address": k} for k in range(2)]  # fmt: skip
+    async with web_rig(PackModel(current=5.0), extra={"packs": packs}) as rig, browser() as b:
+        await rig.until(lambda s: s.packs[0].in_service, what="p1 in service")
+        await b.send("Page.navigate", url=rig.url + "/")
+        stage = await b.wait_for("(e => e && e.textContent)(document.querySelector('#limits .stage'))")
+        want = {"bulk": "bulk charge", "absorption": "absorption", "float": "float"}
+        assert stage == f"stage: {want[rig.gateway.state().limits.charge_stage.value]}"
+        share = await b.wait_for("(e => e && e.textContent)(document.querySelector('[data-pack=p1] .share'))")
+        assert share == f"{round(100 * rig.gateway.state().packs[0].share)} %"  # p2 unseen: p1 carries all
+        assert await b.evaluate("document.querySelector('[data-pack=p2] .share') === null")  # no data

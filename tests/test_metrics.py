@@ -20,6 +20,7 @@ from bmsgw.model import (
     AlarmCode,
     AlarmLevel,
     CellRef,
+    ChargeStage,
     GatewayState,
     Limit,
     Limits,
@@ -38,7 +39,7 @@ UNITLESS = {  # counts, states and flags
     "bmsgw_discharge_enabled", "bmsgw_force_charge_requested", "bmsgw_full_charge_requested",
     "bmsgw_alarm_active", "bmsgw_alarm_level", "bmsgw_pack_status", "bmsgw_pack_online",
     "bmsgw_pack_balancing_cells", "bmsgw_cell_balancing", "bmsgw_pack_equivalent_full_cycles",
-    "bmsgw_pack_balancing_transfers",
+    "bmsgw_pack_balancing_transfers", "bmsgw_charge_stage",
 }  # fmt: skip
 
 
@@ -113,6 +114,8 @@ async def test_metrics_of_a_running_gateway() -> None:
     assert cycles == pytest.approx(health.equivalent_full_cycles, abs=1e-3)
     cap = by_labels(m["bmsgw_pack_capacity_coulombs"], pack="p1").value
     assert cap == pytest.approx(health.capacity_ah * 3600.0, rel=1e-3)
+    stages = {s.labels["stage"]: s.value for s in m["bmsgw_charge_stage"]}
+    assert stages == {s.value: float(s is state.limits.charge_stage) for s in ChargeStage}
 
 
 def _state(alarms: tuple[Alarm, ...], pack_id: str, status: PackStatus = PackStatus.ONLINE) -> GatewayState:

@@ -17,7 +17,7 @@ import pytest
 
 from bmsgw.cli import main
 from bmsgw.config import ConfigError, Settings, flatten, load_settings
-from bmsgw.model import AlarmCode, GatewayState, PackSample, Reason
+from bmsgw.model import AlarmCode, ChargeStage, GatewayState, PackSample, Reason
 from bmsgw.pipeline import Pipeline
 from bmsgw.telemetry.ha_discovery import Topics, discovery_payload, entities, slug, state_payload
 
@@ -167,6 +167,8 @@ def test_templates_read_the_gateway_state() -> None:
         assert float(value(key)) == pytest.approx(limit.value, abs=1e-3)
         assert value(f"{key}_reason") == limit.reason.value
     assert value("charge_enable") == ("ON" if state.limits.charge_enable else "OFF")
+    assert value("charge_stage") == state.limits.charge_stage.value
+    assert cmps["charge_stage"]["options"] == [s.value for s in ChargeStage]
     assert value("packs_online") == "2"
     assert value("energy_charged") == "1.2345"
     assert value("energy_discharged") == "0.006"

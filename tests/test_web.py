@@ -23,7 +23,7 @@ from bmsgw.cli import main
 from bmsgw.clock import ScaledClock
 from bmsgw.config import Source
 from bmsgw.core import IS_COMPILED
-from bmsgw.model import AlarmCode, AlarmLevel, PackStatus, Reason
+from bmsgw.model import AlarmCode, AlarmLevel, ChargeStage, PackService, PackStatus, Reason
 from bmsgw.telemetry import build_services
 from bmsgw.telemetry.snapshot import state_dict
 from bmsgw.telemetry.web import WebService, warn_if_secrets_readable
@@ -72,6 +72,7 @@ async def test_api_state_equals_the_gateway_state() -> None:
     assert doc["cell_v_min"] == {"value": pytest.approx(3.280), "pack": "p1", "cell": 1}
     assert doc["limits"]["ccl"] == {"value": 50.0, "reason": "config"}
     assert doc["limits"]["dcl"] == {"value": 80.0, "reason": "config"}
+    assert doc["limits"]["charge_stage"] == after.limits.charge_stage.value
     assert doc["gateway"]["core"] == ("compiled" if IS_COMPILED else "pure")
     assert doc["gateway"]["thresholds"]["max_charge_current_a"] == 50.0
 
@@ -431,6 +432,10 @@ def test_pack_status_vocabulary_is_the_models() -> None:
         assert f"  {status.value}: [" in app_js, status
     for reason in Reason:
         assert f"  {reason.value}: " in app_js, reason
+    for stage in ChargeStage:
+        assert f" {stage.value}: " in app_js, stage  # STAGE_TEXT
+    for service in set(PackService) - {PackService.RUNNING}:
+        assert f"  {service.value}: [" in app_js, service  # SERVICE
 
 
 # --- [web] configuration --------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ from typing import Any
 
 from bmsgw import __version__
 from bmsgw.config import Settings
-from bmsgw.model import Alarm, AlarmCode, CellRef, GatewayState, PackStatus, PackView, Reason
+from bmsgw.model import Alarm, AlarmCode, CellRef, ChargeStage, GatewayState, PackStatus, PackView, Reason
 from bmsgw.telemetry.snapshot import finite, transfer_list, transfers_sent
 
 __all__ = [
@@ -145,6 +145,8 @@ def entities(settings: Settings) -> list[Entity]:
                category="diagnostic", icon="mdi:battery-sync"),
         Entity("alarm_level", "Alarm level", "value_json.alarm_level", device_class="enum",
                options=ALARM_LEVELS, icon="mdi:alert"),
+        Entity("charge_stage", "Charge stage", "value_json.charge_stage", device_class="enum",
+               options=tuple(s.value for s in ChargeStage), icon="mdi:battery-charging-high"),
     ]  # fmt: skip
     for code in AlarmCode:
         expr = f"value_json.alarms.{code.value}"
@@ -253,6 +255,7 @@ def state_payload(
     out |= {
         "charge_enable": lim.charge_enable,
         "discharge_enable": lim.discharge_enable,
+        "charge_stage": lim.charge_stage.value,
         "alarm_level": top.name.lower() if top is not None else ALARM_LEVELS[0],
         "alarms": {
             code.value: _alarm([a for a in state.alarms if a.code is code], ids) for code in AlarmCode

@@ -11,7 +11,7 @@ import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from bmsgw.model import AlarmLevel, GatewayState, PackStatus
+from bmsgw.model import AlarmLevel, ChargeStage, GatewayState, PackStatus
 from bmsgw.telemetry.energy import EnergyCounters
 from bmsgw.telemetry.snapshot import transfers_sent
 
@@ -135,6 +135,11 @@ def _limits(m: _Writer, state: GatewayState) -> None:
         [((("level", "1"),), lim.force_charge_1), ((("level", "2"),), lim.force_charge_2)],
     )
     m.gauge("bmsgw_full_charge_requested", "Full-charge request flag.", [((), lim.full_charge_request)])
+    m.gauge(
+        "bmsgw_charge_stage",
+        "Charge-voltage stage behind CVL (1 = current stage).",
+        [((("stage", s.value),), s is lim.charge_stage) for s in ChargeStage],
+    )
     fc = state.forecast
     if fc is not None:  # +Inf: not within the forecast horizon / not moving that way
         by = (("basis", fc.basis),)

@@ -54,6 +54,7 @@ def state_dict(state: GatewayState) -> dict[str, Any]:
             "force_charge_1": lim.force_charge_1,
             "force_charge_2": lim.force_charge_2,
             "full_charge_request": lim.full_charge_request,
+            "charge_stage": lim.charge_stage.value,  # bulk, absorption, float: what CVL follows
             "ccl_pack": ids[state.ccl_pack] if state.ccl_pack is not None else None,  # binding pack
             "dcl_pack": ids[state.dcl_pack] if state.dcl_pack is not None else None,
         },

@@ -46,6 +46,14 @@ const PACK_STATUS = {
   frozen: ["bad", "frozen BMS data"],
 };
 const LEVEL_CLASS = { warning: "warn", alarm: "bad", fault: "fault" };
+const STAGE_TEXT = { bulk: "bulk charge", absorption: "absorption", float: "float" };
+// Multi-pack service (bmsgw/multipack.py); "running" is the normal case and shows nothing.
+const SERVICE = {
+  ramping: ["info", "joining the limits"],
+  joining: ["warn", "held out: voltage mismatch"],
+  isolated: ["bad", "isolated"],
+  absent: ["", "absent"],
+};
 
 let info = null;           // static gateway info from the first state
 let lastState = null;
@@ -185,6 +193,8 @@ function renderLimits(st) {
   const flags = h("div", { class: "flags" },
     flag(L.charge_enable, "✓ charging allowed", "✕ charging blocked", "ok"),
     flag(L.discharge_enable, "✓ discharging allowed", "✕ discharging blocked", "ok"),
+    L.charge_stage ? h("span", { class: "chip info stage", title: "charge-voltage stage: CVL follows it",
+      text: `stage: ${STAGE_TEXT[L.charge_stage] || L.charge_stage}` }) : null,
     L.force_charge_1 || L.force_charge_2 ? h("span", { class: "chip warn", text: "force charge requested" }) : null,
     L.full_charge_request ? h("span", { class: "chip info", text: "full charge requested" }) : null);
   document.querySelector("#limits .body").replaceChildren(
@@ -216,10 +226,12 @@ function renderAlarms(st) {
 
 function renderPack(p, st) {
   const [cls, label] = PACK_STATUS[p.status] || ["", p.status];
+  const [scls, slabel] = SERVICE[p.service] || [];
   const smp = p.sample;
   const head = h("div", { class: "pack-head" },
     h("h3", { text: `Pack ${p.id}` }),
     h("span", { class: `chip ${cls}`, text: label }),
+    slabel && p.status === "online" ? h("span", { class: `chip service ${scls}`, text: slabel }) : null,
     smp && p.status !== "online" ? h("span", { class: "stale-note", text: `last data ${ago(smp.age_s)} ago` }) : null,
     h("span", { class: "stats" },
       "SOC ", h("b", { text: `${pct(p.soc, 1)} %` }),
@@ -227,7 +239,9 @@ function renderPack(p, st) {
       p.health && isNum(p.health.equivalent_full_cycles)
         ? ["  ·  ", h("b", { class: "cycles", text: fixed(p.health.equivalent_full_cycles, 1) }), " cycles"] : null,
       smp ? ["  ·  ", h("b", { text: `${fixed(smp.voltage, 2)} V` }), "  ·  ", h("b", { text: `${fixed(smp.current, 1)} A` }),
-        "  ·  ", h("b", { text: power(smp.power).join(" ") })] : null));
+        "  ·  ", h("b", { text: power(smp.power).join(" ") })] : null,
+      st.packs.length > 1 && p.status === "online" && isNum(p.share)
+        ? ["  ·  share ", h("b", { class: "share", text: `${pct(p.share, 0)} %` })] : null));
   const card = h("section", { class: "card pack", "data-pack": p.id, "aria-label": `Pack ${p.id}` }, head);
   if (!smp) {
     card.append(h("p", { class: "muted", text: "Waiting for the first complete sample from this pack." }));
