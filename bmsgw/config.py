@@ -178,6 +178,7 @@ class LimitsSection(_Section):
     rest_time_s: float = Field(1800.0, ge=0, le=86400)
     # Coulomb counting + anchors until the EKF is validated against a simulator with LFP hysteresis.
     estimator: Literal["counting", "ekf"] = "counting"
+    hysteresis_sigma: float | None = Field(None, ge=0, le=2)  # None: CoreParams' default (0.15)
     full_tail_current_a: float | None = Field(None, gt=0, le=5000)  # None: 0.05 C of each pack
     full_voltage_margin_v: float = Field(0.05, ge=0, le=1)
     full_hold_s: float = Field(60.0, ge=0, le=3600)

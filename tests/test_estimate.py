@@ -36,8 +36,8 @@ def test_a123_start_tracks_the_reference() -> None:
     acc = accuracy(est, log.soc_ref)
     assert acc.first_anchor_t == 0.0  # the rested full reading is on the steep top: converged at once
     assert est.anchors == ((60.0, "full"),)  # rested at 3.575 V, zero current for 60 s
-    assert acc.rmse_after < 0.008  # measured 0.62 %
-    assert acc.max_after < 0.0145  # measured 1.11 %
+    assert acc.rmse_after < 0.008  # measured 0.25 % (0.62 % before the hysteresis consider parameter)
+    assert acc.max_after < 0.0145  # measured 0.55 %
 
 
 def test_a123_current_offset_is_learnt_and_beats_counting() -> None:
@@ -47,10 +47,12 @@ def test_a123_current_offset_is_learnt_and_beats_counting() -> None:
     ekf = estimate(biased, Chemistry.LFP, Q)
     counting = estimate(biased, Chemistry.LFP, Q, estimator="counting")
     acc, acc_cc = accuracy(ekf, log.soc_ref), accuracy(counting, log.soc_ref)
-    assert acc.rmse_after < 0.0075  # measured 0.55 %
-    assert acc.max_after < 0.015  # measured 1.15 %
-    assert acc_cc.rmse_after > 2.0 * acc.rmse_after  # counting: 1.82 %
-    assert ekf.current_bias_a[-1] > 0.010  # measured 19 mA of the 20 mA (the log itself reads ≈ +5 mA)
+    # measured 0.96 % / 1.51 %: 0.55 % / 1.15 % before the hysteresis magnitude became a consider parameter
+    # (CoreParams.hysteresis_sigma), which trusts the plateau voltage less, so the offset is learnt slower
+    assert acc.rmse_after < 0.0125
+    assert acc.max_after < 0.02
+    assert acc_cc.rmse_after > 1.5 * acc.rmse_after  # counting: 1.82 %
+    assert ekf.current_bias_a[-1] > 0.010  # measured 13.5 mA of the 20 mA (the log itself reads ≈ +5 mA)
 
 
 def test_a123_wrong_initial_soc_is_fixed_by_the_full_anchor() -> None:
@@ -72,7 +74,7 @@ def test_a123_end_of_discharge_from_a_mid_run_start() -> None:
     assert 0.0 < acc.first_anchor_t < 300.0  # convergence event (measured 199 s)
     assert "empty" in [kind for _, kind in est.anchors]
     assert est.soc[-1] < 0.01
-    assert acc.rmse_after < 0.021  # measured 1.62 %
+    assert acc.rmse_after < 0.025  # measured 1.94 %
     assert (
         acc.max_after < 0.049
     )  # measured 3.75 % (the cut-off calibration calls empty what the lab calls 3 %)

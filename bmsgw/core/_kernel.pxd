@@ -48,7 +48,7 @@ cdef class Kernel:
     cdef readonly double max_chg, max_dis, oc_factor, oc_time, debounce
     cdef readonly double chg_v, dis_v, rest_i, rest_time, ramp_s
     cdef readonly double full_margin, full_hold, empty_v, sigma_v
-    cdef readonly double r0_ah, r1_ah, tau1, gamma, tau_h, eta, sigma_m, tc_s
+    cdef readonly double r0_ah, r1_ah, tau1, gamma, tau_h, eta, sigma_m, tc_s, hm_var
     cdef readonly int estimator
     cdef readonly double v_max_fault, v_min_fault, t_fault, oc_fault_f, oc_fault_t, oc_k, sens_t, soc_floor
     cdef readonly double float_v, abs_max, rebulk_soc, rebulk_spread
@@ -72,7 +72,7 @@ cdef class Kernel:
     cdef readonly int[::1] seen, soc_known, prev_on, fresh, pending
     cdef readonly double[::1] last_t, last_i, rest_since, rest_next, full_since, empty_since
     cdef readonly int[::1] full_done, empty_done
-    cdef readonly double[::1] x, pcov, ibar, irest, cap_est, ah, ref_z, ref_ah, thr
+    cdef readonly double[::1] x, pcov, pxm, ibar, irest, cap_est, ah, ref_z, ref_ah, thr
     cdef readonly int[::1] ref_ok, cap_n, anchor_n, anchor_kind, converged
     cdef readonly double[::1] anchor_t, first_anchor_t, temp_p, r0_p
     cdef readonly double[::1] soc_pack, vmin, vmax, tmin, tmax, excess, ccl_p, dcl_p
@@ -89,7 +89,7 @@ cdef class Kernel:
     cdef Py_ssize_t tt0, tt1
     cdef double seg_scale
     cdef int[::1] seg_idx
-    cdef double[::1] kv, fp, x0, brow, hrow, bslope, hslope
+    cdef double[::1] kv, fp, x0, brow, hrow, bslope, hslope, c_res, c_hc
     # system outputs
     cdef readonly double soc_sys, ccl, dcl, cvl, dvl, comm_lost_since, t_prev
     cdef readonly int ccl_reason, dcl_reason, cvl_reason, dvl_reason, n_online, have_data, comm_lost
@@ -169,7 +169,7 @@ cdef class Kernel:
 
     @cython.locals(
         j5=Py_ssize_t, jp=Py_ssize_t, k=Py_ssize_t, r=Py_ssize_t, c=Py_ssize_t,
-        x="double[::1]", pc="double[::1]", fp="double[::1]",
+        x="double[::1]", pc="double[::1]", fp="double[::1]", xm="double[::1]",
         ic=double, eta=double, cap=double, ek=double, a1=double, ah=double, ib=double, dead=double,
         sg=double, aib=double, ahy=double, f03=double, f13=double, aic=double, si=double, q=double, d=double,
     )
@@ -177,9 +177,9 @@ cdef class Kernel:
 
     @cython.locals(
         j5=Py_ssize_t, jp=Py_ssize_t, k=Py_ssize_t, m=Py_ssize_t, q=Py_ssize_t, _it=Py_ssize_t,
-        x="double[::1]", pc="double[::1]", kv="double[::1]", x0="double[::1]",
+        x="double[::1]", pc="double[::1]", kv="double[::1]", x0="double[::1]", xm="double[::1]",
         z=double, h=double, rho=double, ic=double, h0=double, h2=double, h3=double, h4=double,
-        innov=double, r=double, sv=double,
+        innov=double, r=double, sv=double, hm=double, hc=double, c3=double,
     )
     cdef void _update_mean(
         self, Py_ssize_t p, double v, double cur, double r0n, double base_var, double scale, Py_ssize_t iters,
@@ -192,7 +192,7 @@ cdef class Kernel:
     @cython.locals(
         j5=Py_ssize_t, c=Py_ssize_t, cv="double[::1]",
         zb=double, v1=double, h=double, ir=double, dv=double, cvar=double, z=double, hc=double, pv=double,
-        sv=double, k=double,
+        sv=double, k=double, res="double[::1]", esum=double,
     )
     cdef void _update_cells(
         self, Py_ssize_t p, Py_ssize_t c0, Py_ssize_t c1, double cur, double r0n, double base_var, double scale
@@ -204,6 +204,7 @@ cdef class Kernel:
     @cython.locals(
         j5=Py_ssize_t, jp=Py_ssize_t, k=Py_ssize_t, m=Py_ssize_t,
         x="double[::1]", pc="double[::1]", kv="double[::1]", delta=double, sv=double, q=double, a=double,
+        g=double,
     )
     cdef void _calibrate(self, Py_ssize_t p, Py_ssize_t cell, double target) noexcept
 

@@ -25,6 +25,14 @@ by the mean cell voltage; per cell, a scalar filter on the cell's SOC offset δ 
 polarisation, hysteresis drive, capacity) lives once per pack, so the per-cell work is one table lookup and
 a scalar update. Anchors (OCV reset after rest, full at the end of CV charging, empty at cut-off) enter as
 measurements of z, so they also correct the bias through the z–b covariance.
+
+The hysteresis magnitude is a Schmidt-Kalman "consider" parameter: the cells' half-gap is M·(1 + m),
+m ~ N(0, σ_m²) (CoreParams.hysteresis_sigma), never estimated; the filter carries C = cov(x, m) (C' = F·C in
+the prediction) and, with H_m = M·h, updates with S = H·P·Hᵀ + 2·H_m·H·C + H_m²·σ_m² + R,
+K = (P·Hᵀ + C·H_m) / S, P −= K·S·Kᵀ, C −= K·(H·C + H_m·σ_m²). The offset a magnitude error causes lasts
+hours; taken as white noise it would be averaged into the plateau SOC and, at the next anchor, into the
+bias. The cell filters take the cells' residuals less their mean, so that common offset stays the mean
+cell's, and h gains variance as the current drives it (a branch change's timing is uncertain).
 """
 
 from __future__ import annotations
@@ -323,6 +331,8 @@ CELL_CAP_SD = 0.02  # cell-to-pack capacity spread (per unit of SOC moved)
 CELL_RW = 2e-6  # cell offset drift: self-discharge and balancing differences
 V1_REL = 0.2  # relative error of the RC model (per unit of v1 change)
 H_RW = 1e-4
+H_REL = 0.5  # variance of h added per unit of h the instantaneous current would move it (a transition's
+# timing and shape are uncertain: deadband, drive filter and rate are fits), up to H_SD0²
 BIAS_RW_C = 5e-6  # current-bias drift, × rated capacity (A/√s)
 RHO_RW = 1e-4
 # EKF: measurement noise
@@ -558,6 +568,10 @@ class Kernel:
         # correlation time of the model error: one update per tc_s carries full weight, so faster sampling
         # does not make the filter more confident than the model is
         self.tc_s = float(model["model_corr_s"])
+        # Schmidt "consider" parameter m: the cells' hysteresis is M·(1 + m), m ~ N(0, hm_var), never
+        # estimated; its cross-covariance with x (pxm) keeps the persistent offset it causes from being
+        # averaged away by thousands of updates or blamed on the bias
+        self.hm_var = float(params.hysteresis_sigma) * float(params.hysteresis_sigma)
 
         self.cell_off = _i32(n_packs + 1)
         self.sens_off = _i32(n_packs + 1)
@@ -607,6 +621,8 @@ class Kernel:
         self.soc = _f64(nc)
         self.dz = _f64(nc)
         self.dz_var = _f64(nc)
+        self.c_res = _f64(nc)  # scratch of _update_cells: each cell's residual and dv/dδ
+        self.c_hc = _f64(nc)
         # pack state and outputs
         self.seen = _i32(n_packs)
         self.prev_on = _i32(n_packs)
@@ -624,6 +640,7 @@ class Kernel:
         # mean-cell EKF: x = [z, v1, h, b, rho] and P (5 × 5, row-major) per pack
         self.x = _f64(5 * n_packs)
         self.pcov = _f64(25 * n_packs)
+        self.pxm = _f64(5 * n_packs)  # cov(x, m) per pack
         self.ibar = _f64(n_packs)
         self.irest = _f64(n_packs)  # current averaged over REST_FILTER_S (rest detection)
         self.cap_est = _f64(n_packs)
@@ -1339,6 +1356,8 @@ class Kernel:
                 self.dz_var[c] = KNOWN_CELL_SD * KNOWN_CELL_SD
         for k in range(25):
             self.pcov[jp + k] = 0.0
+        for k in range(5):
+            self.pxm[j5 + k] = 0.0
         bsd = self.bias_sd[p]
         self.pcov[jp] = sd * sd
         self.pcov[jp + 6] = V1_SD0 * V1_SD0
@@ -1379,6 +1398,11 @@ class Kernel:
             sg = -1.0
             aib = -ib
         ahy = math.exp(-self.gamma * aib * dt / (3600.0 * cap))
+        d = 1.0 + x[j5 + 2] if i_avg < 0.0 else 1.0 - x[j5 + 2]
+        aic = i_avg if i_avg >= 0.0 else -i_avg
+        d = H_REL * d * (1.0 - math.exp(-self.gamma * aic * dt / (3600.0 * cap)))
+        if pc[jp + 12] + d > H_SD0 * H_SD0:
+            d = H_SD0 * H_SD0 - pc[jp + 12]
         x[j5] += ek * ic
         x[j5 + 1] = a1 * x[j5 + 1] + r1 * (1.0 - a1) * ic
         x[j5 + 2] = ahy * x[j5 + 2] + (1.0 - ahy) * sg
@@ -1400,6 +1424,10 @@ class Kernel:
             pc[jp + r + 2] = ahy * fp[r + 2]
             pc[jp + r + 3] = fp[r + 3]
             pc[jp + r + 4] = fp[r + 4]
+        xm = self.pxm  # F·cov(x, m): m is constant
+        xm[j5] += f03 * xm[j5 + 3]
+        xm[j5 + 1] = a1 * xm[j5 + 1] + f13 * xm[j5 + 3]
+        xm[j5 + 2] *= ahy
         aic = ic if ic >= 0.0 else -ic
         si = self.sig_i[p]
         q = CAP_SD * ek * aic
@@ -1407,6 +1435,8 @@ class Kernel:
         self.thr[p] += ek * aic
         q = r1 * (1.0 - a1)
         pc[jp + 6] += q * q * (si * si + V1_REL * V1_REL * ic * ic)
+        if d > 0.0:
+            pc[jp + 12] += d
         pc[jp + 12] += H_RW * H_RW * dt
         q = BIAS_RW_C * self.cap_ah[p]
         pc[jp + 18] += q * q * dt
@@ -1421,19 +1451,24 @@ class Kernel:
     ) -> None:
         """Measurement update of the mean-cell EKF with the mean cell voltage `v`; `iters` > 1 makes it an
         iterated EKF (relinearised at each new estimate), used for anchors far from the prior. `hold_b` = 1:
-        the bias is a consider state (Schmidt update: its estimate and variance stay, the rest is exact)."""
+        the bias is a consider state (Schmidt update: its estimate and variance stay, the rest is exact).
+        The hysteresis-magnitude error m always is one: gain and covariances carry cov(x, m), m stays 0."""
         j5 = 5 * p
         jp = 25 * p
         x = self.x
         pc = self.pcov
+        xm = self.pxm
         kv = self.kv
         x0 = self.x0
+        c3 = xm[j5 + 3]
         for k in range(5):
             x0[k] = x[j5 + k]
         h0 = 0.0
         h2 = 0.0
         h3 = 0.0
         h4 = 0.0
+        hm = 0.0
+        hc = 0.0
         sv = 1.0
         for _it in range(iters):
             z = x[j5]
@@ -1449,6 +1484,7 @@ class Kernel:
             h2 = self.l_m
             h3 = -rho * r0n
             h4 = r0n * ic
+            hm = self.l_m * h  # ∂v/∂m at m = 0
             innov = v - (self.l_ocv + self.l_m * h + x[j5 + 1] + rho * r0n * ic)
             # iterated form: innovation about the prior, linearised at the current estimate
             innov -= h0 * (x0[0] - x[j5]) + (x0[1] - x[j5 + 1]) + h2 * (x0[2] - x[j5 + 2])
@@ -1457,7 +1493,9 @@ class Kernel:
             for k in range(5):
                 q = jp + 5 * k
                 kv[k] = pc[q] * h0 + pc[q + 1] + pc[q + 2] * h2 + pc[q + 3] * h3 + pc[q + 4] * h4
-            sv = kv[0] * h0 + kv[1] + kv[2] * h2 + kv[3] * h3 + kv[4] * h4 + r
+                kv[k] += xm[j5 + k] * hm
+            hc = xm[j5] * h0 + xm[j5 + 1] + xm[j5 + 2] * h2 + xm[j5 + 3] * h3 + xm[j5 + 4] * h4
+            sv = kv[0] * h0 + kv[1] + kv[2] * h2 + kv[3] * h3 + kv[4] * h4 + hm * (hc + hm * self.hm_var) + r
             for k in range(5):
                 x[j5 + k] = x0[k] + kv[k] * innov / sv
             if hold_b != 0:
@@ -1466,8 +1504,12 @@ class Kernel:
         for k in range(5):
             for m in range(5):
                 pc[jp + 5 * k + m] -= kv[k] * kv[m] / sv
+        hc = (hc + hm * self.hm_var) / sv
+        for k in range(5):
+            xm[j5 + k] -= kv[k] * hc
         if hold_b != 0:
             pc[jp + 18] += kv[3] * kv[3] / sv
+            xm[j5 + 3] = c3
 
     def _clamp_state(self, p: int) -> None:
         j5 = 5 * p
@@ -1493,7 +1535,8 @@ class Kernel:
     def _update_cells(
         self, p: int, c0: int, c1: int, cur: float, r0n: float, base_var: float, scale: float
     ) -> None:
-        """Scalar update of every cell's offset δ from the mean cell with its own voltage."""
+        """Scalar update of every cell's offset δ from the mean cell with its own voltage, less the cells'
+        mean residual: what all cells share (hysteresis magnitude, model error) is the mean cell's."""
         j5 = 5 * p
         zb = self.x[j5]
         v1 = self.x[j5 + 1]
@@ -1502,6 +1545,8 @@ class Kernel:
         dv = R0_SPREAD * ir
         cvar = base_var + dv * dv
         cv = self.cell_v
+        res = self.c_res
+        esum = 0.0
         for c in range(c0, c1):
             z = zb + self.dz[c]
             if z < 0.0:
@@ -1509,11 +1554,16 @@ class Kernel:
             elif z > 1.0:
                 z = 1.0
             self._lookup(z)
-            hc = self.l_docv + self.l_dm * h
+            self.c_hc[c] = self.l_docv + self.l_dm * h
+            res[c] = cv[c] - (self.l_ocv + self.l_m * h + v1 + ir)
+            esum += res[c]
+        esum /= c1 - c0
+        for c in range(c0, c1):
+            hc = self.c_hc[c]
             pv = self.dz_var[c]
             sv = hc * hc * pv + (cvar + KAPPA * KAPPA * hc * hc) * scale
             k = pv * hc / sv
-            self.dz[c] += k * (cv[c] - (self.l_ocv + self.l_m * h + v1 + ir))
+            self.dz[c] += k * (res[c] - esum)
             self.dz_var[c] = pv - k * hc * pv
 
     def _calibrations(self, p: int, c0: int, c1: int, cur: float, st: float) -> None:
@@ -1572,8 +1622,10 @@ class Kernel:
         sv = pc[jp] + CAL_SD * CAL_SD + q * q
         for k in range(5):
             kv[k] = pc[jp + 5 * k]
+        g = self.pxm[j5] / sv
         for k in range(5):
             x[j5 + k] += kv[k] * delta / sv
+            self.pxm[j5 + k] -= kv[k] * g
             for m in range(5):
                 pc[jp + 5 * k + m] -= kv[k] * kv[m] / sv
         self._clamp_state(p)
@@ -1583,6 +1635,7 @@ class Kernel:
             for k in range(5):
                 pc[jp + k] *= a
                 pc[jp + 5 * k] *= a
+            self.pxm[j5] *= a
         self.dz_var[cell] = CAL_SD * CAL_SD
         self.thr[p] = 0.0
 

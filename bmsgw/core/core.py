@@ -9,7 +9,10 @@ Behaviour in one place (see the kernel for the details):
 * **SOC** per cell ("bar-delta" EKF): per pack, an EKF on the mean cell with x = [SOC, RC voltage,
   hysteresis h, current-sensor bias, R0 scale], model V = OCV(z, T) + M(z, T)·h + v1 + R0·(I − b) from the
   chemistry profile (temperature = mean of the pack's sensors; OCV and M tables at 5/25/45 °C for LFP);
-  per cell, a scalar filter on the cell's offset from the mean cell, updated with its own voltage. Counting
+  per cell, a scalar filter on the cell's offset from the mean cell, updated with its own voltage less the
+  cells' mean residual. The hysteresis magnitude is a Schmidt "consider" parameter: the cells' M may be off
+  by a factor 1 + m, m ~ N(0, ``hysteresis_sigma``²), never estimated, its covariance with the state carried,
+  so the persistent offset it causes neither pins the plateau SOC nor reads as a bias. Counting
   uses the trapezoid between successive sample times (none across gaps > 5 s), η on charge, and the
   capacity estimate. Noise: process noise from ``current_sigma_a`` and the capacity uncertainty,
   measurement noise from ``voltage_sigma_v`` + the model's fit error, which is treated as correlated over the
@@ -172,6 +175,7 @@ class CoreParams:
     voltage_sigma_v: float = 0.002  # cell-voltage measurement noise incl. resolution (1σ)
     current_sigma_a: float = math.nan  # current-sensor noise per sample (1σ); NaN: 0.002 C of each pack
     current_bias_sigma_a: float = math.nan  # prior σ of the current-sensor offset; NaN: 0.005 C of each pack
+    hysteresis_sigma: float = 0.15  # relative σ of the cells' hysteresis magnitude vs the profile's
     full_tail_current_a: float = math.nan  # full when |I| stays below this at the CV level; NaN: 0.05 C
     full_voltage_margin_v: float = 0.05  # … with the highest cell at charge_voltage_cell_v − this or above
     full_hold_s: float = 60.0  # … for this long
@@ -285,6 +289,8 @@ class CoreParams:
         for name in ("voltage_sigma_v", *_PER_PACK_C):
             if not getattr(self, name) > 0.0 and not math.isnan(getattr(self, name)):
                 raise bad(name, "must be > 0")
+        if not 0.0 <= self.hysteresis_sigma <= 2.0:
+            raise bad("hysteresis_sigma", "must be in 0..2")
         if not 0.0 < self.empty_voltage_cell_v < self.cell_v_max_warn:
             raise bad("empty_voltage_cell_v", "need 0 < empty_voltage_cell_v < cell_v_max_warn")
         if self.ocv_profile is not None and self.ocv_profile.chemistry is not self.chemistry:
@@ -871,6 +877,7 @@ class Core:
             "dz_var",
             "x",
             "pcov",
+            "pxm",
             "ibar",
             "irest",
             "cap_est",
