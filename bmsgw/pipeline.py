@@ -5,9 +5,8 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from operator import attrgetter
-from typing import NamedTuple
 
-from bmsgw.aggregator import Aggregator, Plausibility
+from bmsgw.aggregator import NO_TEMPS, Aggregator, Plausibility
 from bmsgw.bms_request import bind_requests
 from bmsgw.config import Settings
 from bmsgw.core import Core, CoreOutput, CoreParams
@@ -117,7 +116,6 @@ class Pipeline:
         # Schedule, reserve, request bits and runtime forecast tighten the core's limits before EMS commands.
         self.wall = wall
         self.management = EnergyManager(settings, energy)
-        self._stats: list[_Extremes | None] = [None] * len(self._ids)
         self._views: list[tuple[tuple[object, ...], PackView] | None] = [None] * len(self._ids)
         # Alarms raised by services beside the pipeline (e.g. history database degraded), by key; they are
         # merged into every state from the next step on and never change the limits.
@@ -129,10 +127,7 @@ class Pipeline:
     def submit(self, sample: PackSample) -> bool:
         """Offer a sample; False if the aggregator rejected it."""
         self.samples += 1
-        if not self.aggregator.submit(sample):
-            return False
-        self._stats[sample.pack] = _Extremes.of(sample)
-        return True
+        return self.aggregator.submit(sample)
 
     def step(self, t: float) -> GatewayState:
         """Run the core at time t on the newest usable samples and publish the new state."""
@@ -160,7 +155,7 @@ class Pipeline:
         sensor_alarms: Sequence[Alarm],
         out: CoreOutput | None,
     ) -> GatewayState:
-        latest = list(map(self.aggregator.latest, range(len(self._ids))))
+        latest = self.aggregator.newest()
         self.balancing.step(t, usable, out.packs if out is not None else None)
         masks = self.balancing.masks
         transfers = self.balancing.transfers
@@ -235,11 +230,12 @@ class Pipeline:
                 forecast=forecast, ccl_pack=out.ccl_pack if out is not None else None,
                 dcl_pack=out.dcl_pack if out is not None else None,
             )  # fmt: skip
-        stats = [x for s in shown if (x := self._stats[s.pack]) is not None]
+        extremes = self.aggregator.extremes
+        stats = [x for s in shown if (x := extremes[s.pack]) is not None]
         bus = in_service or shown  # held-out packs: not the bus
         vmin = min(stats, key=_VMIN)
         vmax = max(stats, key=_VMAX)
-        tstats = [x for x in stats if x.tcount] or [_NO_TEMPS]  # packs without sensors do not count
+        tstats = [x for x in stats if x.tcount] or [NO_TEMPS]  # packs without sensors do not count
         tmin = min(tstats, key=_TMIN)
         tmax = max(tstats, key=_TMAX)
         return GatewayState(
@@ -267,42 +263,10 @@ class Pipeline:
         )
 
 
-class _Extremes(NamedTuple):
-    """Per-sample cell extremes, computed once when the sample is accepted (not on every step)."""
-
-    vmin: float
-    vmin_at: CellRef
-    vmax: float
-    vmax_at: CellRef
-    tmin: float
-    tmin_at: CellRef
-    tmax: float
-    tmax_at: CellRef
-    tsum: float
-    tcount: int
-
-    @classmethod
-    def of(cls, s: PackSample) -> _Extremes:
-        v, temps = s.cell_v, s.cell_t
-        iv, jv = int(v.argmin()), int(v.argmax())
-        if not temps.shape[0]:
-            return _NO_TEMPS._replace(vmin=float(v[iv]), vmin_at=CellRef(s.pack, iv), vmax=float(v[jv]),
-                                      vmax_at=CellRef(s.pack, jv))  # fmt: skip
-        it, jt = int(temps.argmin()), int(temps.argmax())
-        return cls(
-            float(v[iv]), CellRef(s.pack, iv), float(v[jv]), CellRef(s.pack, jv),
-            float(temps[it]), CellRef(s.pack, it), float(temps[jt]), CellRef(s.pack, jt),
-            float(temps.sum()), temps.shape[0],
-        )  # fmt: skip
-
-
-_AT = CellRef(0, 0)
 # C-level keys and field readers for the per-step aggregates (cheaper than lambdas and generators)
 _VMIN, _VMAX, _TMIN, _TMAX = map(attrgetter, ("vmin", "vmax", "tmin", "tmax"))
 _TSUM, _TCOUNT, _PACK, _CURRENT, _VOLTAGE = map(attrgetter, ("tsum", "tcount", "pack", "current", "voltage"))
 _ALARM_ORDER = attrgetter("since", "code")
-_NO_TEMPS = _Extremes(math.nan, _AT, math.nan, _AT, math.nan, _AT, math.nan, _AT, math.nan, 0)
-"""A pack without temperature sensors (NaN sum: the mean over no sensor at all is NaN)."""
 
 
 def _no_data_limits(p: CoreParams) -> Limits:

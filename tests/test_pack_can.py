@@ -667,6 +667,17 @@ def test_assembler_merges_fresh_info() -> None:
     assert sample.soc_reported is None
 
 
+def test_assembler_fresh_info_without_alarms_keeps_status_flags() -> None:
+    asm = PackAssembler(pack=0, module=0, cells=6, temps=4)
+    _data(asm, 0, 0.0)
+    asm.feed(_one(encode_info(0, 6, 4, F.NONE, 0.5, None)), 0.0)
+    sample = asm.feed(_one(encode_status(0, 20.0, 1.0, F.CHARGE_FET | F.BALANCING, 0)), 0.5)
+    assert sample is not None
+    assert sample.flags is F.CHARGE_FET | F.BALANCING
+    assert type(sample.flags) is BmsFlags
+    assert sample.soc_reported == 0.5
+
+
 @pytest.mark.parametrize("stale_frame", [0, 1, 2, 3])  # cell group 0, 1, temp group 0, 1
 def test_assembler_withholds_when_a_group_is_stale(stale_frame: int) -> None:
     asm = PackAssembler(pack=0, module=5, cells=6, temps=4, window_s=1.0)

@@ -334,24 +334,15 @@ class PackAssembler:
         soc = None
         info = self._info
         if info is not None and t - self._info_t <= _INFO_FRESH_S:
-            flags |= info.alarms
+            if info.alarms:  # (IntFlag `|` is slow; most PackInfo frames carry no alarm)
+                flags |= info.alarms
             soc = info.soc_reported
         cell_v = np.array(self._cell_v, dtype=np.float64)
-        cell_v.flags.writeable = False
+        cell_v.setflags(write=False)
         cell_t = np.array(self._temp_v, dtype=np.float64)
-        cell_t.flags.writeable = False
+        cell_t.setflags(write=False)
         self.samples += 1
-        return PackSample(
-            pack=self.pack,
-            t=t,
-            cell_v=cell_v,
-            cell_t=cell_t,
-            current=msg.current,
-            voltage=msg.voltage,
-            flags=flags,
-            alive=msg.alive,
-            soc_reported=soc,
-        )
+        return PackSample(self.pack, t, cell_v, cell_t, msg.current, msg.voltage, flags, msg.alive, soc)
 
 
 # ---------------------------------------------------------------------------------------------------
