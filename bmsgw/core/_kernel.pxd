@@ -178,7 +178,7 @@ cdef class Kernel:
     @cython.locals(
         j5=Py_ssize_t, jp=Py_ssize_t, k=Py_ssize_t, m=Py_ssize_t, q=Py_ssize_t, _it=Py_ssize_t,
         x="double[::1]", pc="double[::1]", kv="double[::1]", x0="double[::1]", xm="double[::1]",
-        z=double, h=double, rho=double, ic=double, h0=double, h2=double, h3=double, h4=double,
+        h=double, rho=double, ic=double, h0=double, h2=double, h3=double, h4=double,
         innov=double, r=double, sv=double, hm=double, hc=double, c3=double,
     )
     cdef void _update_mean(
@@ -191,7 +191,7 @@ cdef class Kernel:
 
     @cython.locals(
         j5=Py_ssize_t, c=Py_ssize_t, cv="double[::1]",
-        zb=double, v1=double, h=double, ir=double, dv=double, cvar=double, z=double, hc=double, pv=double,
+        zb=double, v1=double, h=double, ir=double, dv=double, cvar=double, hc=double, pv=double,
         sv=double, k=double, res="double[::1]", esum=double,
     )
     cdef void _update_cells(

@@ -1296,7 +1296,8 @@ class Kernel:
             self.hslope[k] = (self.hrow[k + 1] - self.hrow[k]) / dg
 
     def _lookup(self, z: float) -> None:
-        """OCV, dOCV/dz, hysteresis M and dM/dz at SOC `z` (in 0..1) for the selected temperature."""
+        """OCV, dOCV/dz, hysteresis M and dM/dz at SOC `z` for the selected temperature (beyond the table,
+        its end segments extended)."""
         # runs once per cell and step: no memoryview bound to a local here (compiled, every such binding
         # is an atomic acquire/release pair, which cost more than the lookup itself)
         # the segment: bracket(z) in O(1), from a table of segments over uniform bins (no branchy search)
@@ -1471,12 +1472,10 @@ class Kernel:
         hc = 0.0
         sv = 1.0
         for _it in range(iters):
-            z = x[j5]
-            if z < 0.0:
-                z = 0.0
-            elif z > 1.0:
-                z = 1.0
-            self._lookup(z)
+            # the state may sit up to 5 % outside the table (_clamp_state): the prediction there follows
+            # the slope H0 says it does. Clamped at 0..1 it went flat, so nothing opposed the state's drift
+            # beyond 100 % while rested at the top and the filter read the drift as a current bias
+            self._lookup(x[j5])
             h = x[j5 + 2]
             rho = x[j5 + 4]
             ic = cur - x[j5 + 3]
@@ -1548,12 +1547,7 @@ class Kernel:
         res = self.c_res
         esum = 0.0
         for c in range(c0, c1):
-            z = zb + self.dz[c]
-            if z < 0.0:
-                z = 0.0
-            elif z > 1.0:
-                z = 1.0
-            self._lookup(z)
+            self._lookup(zb + self.dz[c])  # unclamped, as in _update_mean
             self.c_hc[c] = self.l_docv + self.l_dm * h
             res[c] = cv[c] - (self.l_ocv + self.l_m * h + v1 + ir)
             esum += res[c]
