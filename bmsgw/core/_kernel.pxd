@@ -26,7 +26,7 @@ cdef double INIT_OCV_V, INIT_SD_MIN, INIT_SD_MAX, KNOWN_SD, KNOWN_CELL_SD, V1_SD
 cdef double CAP_SD_RATED, CAP_SD, CELL_CAP_SD, CELL_RW, V1_REL, H_RW, BIAS_RW_C, RHO_RW
 cdef double KAPPA, R0_SPREAD, REST_SIGMA_V, CAL_SD, H_DEADBAND_C, B_MAX_C, RHO_MIN, RHO_MAX
 cdef double CONVERGED_SD, ANCHOR_SD, CAP_MIN_DZ, CAP_GAIN, CAP_MIN, CAP_MAX
-cdef double TIME_EPS, RAMP_REASON_TOL, UNSET, UNSET_BELOW, NAN, TR_FILTER_S, TR_RAW_MAX, TR_VDROP, TR_DERATE
+cdef double TIME_EPS, RAMP_REASON_TOL, CVL_MARGIN_V, UNSET, UNSET_BELOW, NAN, TR_FILTER_S, TR_RAW_MAX, TR_VDROP, TR_DERATE
 
 @cython.locals(lo=Py_ssize_t)
 cpdef double interp(double x, double[::1] xs, double[::1] ys, Py_ssize_t n) noexcept
@@ -43,7 +43,7 @@ cdef class Kernel:
     # sizes
     cdef readonly Py_ssize_t n_packs, n_cells, n_sens, n_grid, n_temps, n_rs
     # parameters
-    cdef readonly double v_max_alarm, v_max_warn, v_min_warn, v_min_alarm, v_hyst
+    cdef readonly double v_max_alarm, v_max_warn, v_target, v_min_warn, v_min_alarm, v_hyst
     cdef readonly double chg_t_min, chg_t_max, dis_t_min, dis_t_max, t_margin, t_hyst
     cdef readonly double max_chg, max_dis, oc_factor, oc_time, debounce
     cdef readonly double chg_v, dis_v, rest_i, rest_time, ramp_s

@@ -357,6 +357,9 @@ TIME_EPS = 1e-9  # tolerance on debounce comparisons (sums of 0.1 s steps)
 # a ramp binding by less than this fraction of its full scale keeps the target's reason unless it was
 # already RECOVERY: small rises of a derated target otherwise flip the reason every few steps
 RAMP_REASON_TOL = 0.01
+# CVL holds the highest cell this far below cell_v_max_warn: the charge-voltage control's own overshoot
+# (a few mV) must not raise the over-voltage warning at every full charge of an unbalanced pack
+CVL_MARGIN_V = 0.02
 SEG_BINS = 1024  # uniform bins of the SOC-segment table (_lookup)
 UNSET = -1.0e300  # "no time": timers that are not running
 UNSET_BELOW = -1.0e299
@@ -497,6 +500,7 @@ class Kernel:
 
         self.v_max_alarm = float(params.cell_v_max_alarm)
         self.v_max_warn = float(params.cell_v_max_warn)
+        self.v_target = self.v_max_warn - CVL_MARGIN_V
         self.v_min_warn = float(params.cell_v_min_warn)
         self.v_min_alarm = float(params.cell_v_min_alarm)
         self.v_hyst = float(params.cell_v_hysteresis)
@@ -896,8 +900,8 @@ class Kernel:
                 vmin = v
             if v > vmax:
                 vmax = v
-            if v > self.v_max_warn:
-                excess += v - self.v_max_warn
+            if v > self.v_target:
+                excess += v - self.v_target
             if v - v != 0.0:  # NaN or ±inf
                 nbad += 1
             vsum += v
@@ -1834,7 +1838,7 @@ class Kernel:
         tail currents for ``full_hold_s`` at that voltage) or after ``absorption_time_max_s`` spent at it.
         Float holds the float voltage until the system SOC falls below ``rebulk_soc`` or a pack's cell
         spread reaches ``rebulk_spread_v``. Every stage pulls CVL down by the summed excess of the cells over
-        their target (the stage's voltage + (cell_v_max_warn − charge voltage)), and to at most the pack's
+        their target (the stage's voltage + (v_target − charge voltage)), and to at most the pack's
         sum of cells clipped to that target; CVL never drops below DVL,
         so it is never 0 (Victron reads 0 as "no limit"). Increases are rate-limited, decreases immediate."""
         n = self.cell_off[first + 1] - self.cell_off[first]
@@ -1889,13 +1893,13 @@ class Kernel:
         # a pack with cells over the target: CVL at most the sum of its cells clipped to the target, so the
         # charger holds the others where they are instead of pushing the high cell further (an unbalanced
         # pack never reaches target × cells, and "target × cells − excess" alone would not bind)
-        lim = self.v_max_warn - (self.chg_v - target)
+        lim = self.v_target - (self.chg_v - target)
         clip = cvl
         excess = 0.0
         for p in range(self.n_packs):
             if self.online[p] == 0:
                 continue
-            if stage == S_FLOAT:  # the kernel's excess was summed over v_max_warn: measure it from lim
+            if stage == S_FLOAT:  # the kernel's excess was summed over v_target: measure it from lim
                 x = 0.0
                 for c in range(self.cell_off[p], self.cell_off[p + 1]):
                     if self.cell_v[c] > lim:

@@ -60,8 +60,9 @@ Behaviour in one place (see the kernel for the details):
   (system SOC below ``rebulk_soc``, or a cell spread of ``rebulk_spread_v`` after float saw it below
   that: a pack still unbalanced when absorption ends stays in float); ``Limits.charge_stage``
   reports it. CVL = the stage's voltage × cells of the first online pack, minus the worst pack's summed
-  excess over the cell target (the stage voltage + cell_v_max_warn − charge voltage), never below DVL
-  (never 0), rate-limited like the currents. With no usable pack: CCL = DCL = 0 (COMM_LOST), CVL/DVL hold.
+  excess over the cell target (the stage voltage + cell_v_max_warn − 20 mV − charge voltage), and at most
+  such a pack's cells clipped to the target, summed; never below DVL (never 0), rate-limited like the
+  currents. With no usable pack: CCL = DCL = 0 (COMM_LOST), CVL/DVL hold.
 
 Contract: samples are already plausibility-checked by the caller (finite values, right cell/sensor counts;
 the count is re-checked here, NaN is not). A pack whose sample is the same object as last step and has no
