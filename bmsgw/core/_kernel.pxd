@@ -36,6 +36,7 @@ cpdef Py_ssize_t bracket(double x, double[::1] xs, Py_ssize_t n) noexcept
 
 cpdef double derate_high(double x, double start, double end) noexcept
 cpdef double derate_low(double x, double end, double start) noexcept
+cpdef int ramp_reason(double gap, int reason, int prev, double full) noexcept
 
 
 @cython.final

@@ -458,6 +458,14 @@ def derate_low(x: float, end: float, start: float) -> float:
     return (x - end) / (start - end)
 
 
+def ramp_reason(gap: float, reason: int, prev: int, full: float) -> int:
+    """Reason of a limit the recovery ramp holds `gap` below its target: RECOVERY if it was already or the
+    gap exceeds RAMP_REASON_TOL of the ramp's full scale `full`, else the target's `reason`."""
+    if prev == R_RECOVERY or gap > RAMP_REASON_TOL * full:
+        return R_RECOVERY
+    return reason
+
+
 class Kernel:
     """All state of the core in flat buffers; :meth:`step` advances it to time `t`.
 
@@ -1812,13 +1820,11 @@ class Kernel:
         if self.ramp_s > 0.0:
             cap = self.ccl + n_in * self.max_chg * dt / self.ramp_s
             if ccl > cap:
-                if self.ccl_reason == R_RECOVERY or ccl - cap > RAMP_REASON_TOL * n_in * self.max_chg:
-                    ccl_r = R_RECOVERY
+                ccl_r = ramp_reason(ccl - cap, ccl_r, self.ccl_reason, n_in * self.max_chg)
                 ccl = cap
             cap = self.dcl + n_in * self.max_dis * dt / self.ramp_s
             if dcl > cap:
-                if self.dcl_reason == R_RECOVERY or dcl - cap > RAMP_REASON_TOL * n_in * self.max_dis:
-                    dcl_r = R_RECOVERY
+                dcl_r = ramp_reason(dcl - cap, dcl_r, self.dcl_reason, n_in * self.max_dis)
                 dcl = cap
         self.ccl = ccl
         self.dcl = dcl
@@ -1917,11 +1923,7 @@ class Kernel:
         if self.have_data != 0 and self.ramp_s > 0.0:
             cap = self.cvl + (self.chg_v - self.dis_v) * n * dt / self.ramp_s
             if cvl > cap:
-                if (
-                    self.cvl_reason == R_RECOVERY
-                    or cvl - cap > RAMP_REASON_TOL * (self.chg_v - self.dis_v) * n
-                ):
-                    cvl_r = R_RECOVERY
+                cvl_r = ramp_reason(cvl - cap, cvl_r, self.cvl_reason, (self.chg_v - self.dis_v) * n)
                 cvl = cap
         self.have_data = 1
         self.cvl = cvl
