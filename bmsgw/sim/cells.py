@@ -217,10 +217,8 @@ class SimPack:
     def reading(self) -> SimReading:
         """Terminal voltages OCV(SOC) + I·R0 + V1, sensor temperatures (mean of each group) and the truth."""
         soc = self._soc_state()
-        v = np.interp(soc, self._soc_x, self._ocv_y)
+        v = self._ocv(soc)
         v += self._r0 * (self._current + self._r1_fraction * self._i_rc)
-        if self.config.hysteresis > 0.0:
-            v += self._hysteresis_v(soc)
         np.minimum(v, self._v_hi, out=v)
         np.maximum(v, self._v_lo, out=v)
         v.flags.writeable = False
@@ -240,10 +238,7 @@ class SimPack:
         """The string current (A) over the next `dt` that brings the terminal voltage to `volts`: what a
         charger regulating at that voltage draws (negative when the pack already sits above it)."""
         decay = math.exp(-dt / self.config.rc_tau_s)
-        soc = self._soc_state()
-        ocv = np.interp(soc, self._soc_x, self._ocv_y)
-        if self.config.hysteresis > 0.0:
-            ocv += self._hysteresis_v(soc)
+        ocv = self._ocv(self._soc_state())
         r0 = float(self._r0.sum())
         k = self._r1_fraction
         rest = float(ocv.sum()) + r0 * k * self._i_rc * decay  # the RC branch's share that decays anyway
@@ -316,6 +311,13 @@ class SimPack:
     def hysteresis_true(self) -> F64:
         """True hysteresis state per cell, −1..1 (a copy; zeros without hysteresis)."""
         return self._hyst.copy()
+
+    def _ocv(self, soc: F64) -> F64:
+        """Open-circuit voltage per cell at `soc`, with the hysteresis offset when the pack has one."""
+        v = np.interp(soc, self._soc_x, self._ocv_y)
+        if self.config.hysteresis > 0.0:
+            v += self._hysteresis_v(soc)
+        return v
 
     def _hysteresis_v(self, soc: F64) -> F64:
         """M(z, T)·h per cell: the profile's half-gap rows, blended linearly over the cell temperature."""
