@@ -121,10 +121,6 @@ class Aggregator:
             usable.append(sample if status is PackStatus.ONLINE else None)
         return usable, statuses, alarms
 
-    def latest(self, pack: int) -> PackSample | None:
-        """Newest accepted sample of a pack, however old."""
-        return self._latest[pack]
-
     def newest(self) -> list[PackSample | None]:
         """Newest accepted sample of every pack, however old (a copy)."""
         return self._latest.copy()

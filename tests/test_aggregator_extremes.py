@@ -90,7 +90,7 @@ def test_examine_matches_reference(pack: int, cells: int, sensors: int, data: st
 
 def reference_status(agg: Aggregator, i: int, t: float, stale: float) -> PackStatus:
     """The straightforward per-pack rule: excluded, never seen, stale or online."""
-    fault, s = agg._fault[i], agg.latest(i)
+    fault, s = agg._fault[i], agg.newest()[i]
     if fault is not None:
         return fault[0]
     if s is None:
@@ -116,5 +116,6 @@ def test_select_matches_reference(steps: list[tuple[int, float, bool, int, float
                               alive=alive))  # fmt: skip
         usable, statuses, alarms = agg.select(now)
         assert statuses == [reference_status(agg, i, now, 5.0) for i in range(2)]
-        assert usable == [agg.latest(i) if st is PackStatus.ONLINE else None for i, st in enumerate(statuses)]
+        pairs = zip(agg.newest(), statuses, strict=True)
+        assert usable == [s if st is PackStatus.ONLINE else None for s, st in pairs]
         assert [a.detail for a in alarms] == [f[2] for f in agg._fault if f is not None]
