@@ -7,6 +7,7 @@ import csv
 import io
 import json
 import sqlite3
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -249,6 +250,32 @@ async def test_unwritable_database_raises_an_alarm_control_continues_then_recove
     conn = open_readonly(blocker / "state" / "history.db")
     assert conn.execute("SELECT min(t) FROM system_series").fetchone()[0] == 0.0  # nothing lost
     assert conn.execute("SELECT count(*) FROM events WHERE code = 'history_degraded'").fetchone()[0] == 2
+    conn.close()
+
+
+async def test_a_flush_queued_behind_a_slow_write_survives_shutdown(tmp_path: Path) -> None:
+    base, _ = load_settings(cli={"gateway.state_dir": str(tmp_path), "history.enabled": True,
+                                 "web.enabled": False})  # fmt: skip
+    gw, _ = _sim_gateway(simulation_settings(base))
+    service = next(s for s in gw.services if isinstance(s, HistoryService))
+    service.recorder.batch.rows["events"].append((7.0, "clear", "history_degraded", 1, None, ""))
+    busy, release = threading.Event(), threading.Event()
+
+    def write_slowly() -> None:
+        busy.set()
+        release.wait(30)
+
+    service._executor.submit(write_slowly)  # the writer is busy: the next flush waits in its queue
+    assert busy.wait(10)
+    task = asyncio.create_task(service.run())
+    while service._executor._work_queue.empty():  # noqa: ASYNC110
+        await asyncio.sleep(0)
+    task.cancel()  # shutdown while that flush has not started
+    threading.Timer(0.2, release.set).start()  # the final flush blocks the loop behind both
+    await asyncio.gather(task, return_exceptions=True)
+    conn = open_readonly(tmp_path / "history.db")
+    rows = conn.execute("SELECT t, kind FROM events WHERE code = 'history_degraded'").fetchall()
+    assert rows == [(7.0, "clear")]
     conn.close()
 
 

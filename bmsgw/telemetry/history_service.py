@@ -323,7 +323,9 @@ class HistoryService:
         backoff = RETRY_MIN_S
         try:
             while True:
-                error = await loop.run_in_executor(self._executor, self._flush, self.recorder.take())
+                # shielded: a cancel must not withdraw a flush the writer has not started, nor its rows
+                flush = loop.run_in_executor(self._executor, self._flush, self.recorder.take())
+                error = await asyncio.shield(flush)
                 self._alarm(error)  # on the loop thread: the pipeline reads service_alarms there
                 if error is None:
                     backoff = RETRY_MIN_S
