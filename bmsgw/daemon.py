@@ -118,7 +118,9 @@ class Daemon:
         finally:
             for task in helpers:
                 task.cancel()
-            await asyncio.wait(helpers)
+            await asyncio.wait(helpers)  # an autosave under way finishes first: the final save is newer
+            if self.save():
+                _log.info("estimator state saved", path=str(self.store.path))
             if signals:
                 for sig in handlers:
                     loop.remove_signal_handler(sig)
@@ -139,11 +141,10 @@ class Daemon:
             self.gateway.pipeline.core.latched(),
         )
 
-    def save(self) -> None:
-        """Save the estimator state now (blocking)."""
+    def save(self) -> bool:
+        """Save the estimator and energy state now (blocking); False (logged) when it could not be."""
         self._seq += 1
-        self.store.save(self.capture(), self._seq)
-        self._write_energy(self._capture_energy())
+        return self._write(self.capture(), self._capture_energy(), self._seq)
 
     async def _serve(self) -> None:
         task = self._start()
@@ -158,12 +159,6 @@ class Daemon:
             _log.info("stopping")
         finally:
             await _stop(task)
-            try:
-                self.save()
-            except OSError as exc:
-                _log.error("cannot save the estimator state", path=str(self.store.path), error=str(exc))
-            else:
-                _log.info("estimator state saved", path=str(self.store.path))
 
     def _start(self) -> asyncio.Task[None]:
         return asyncio.create_task(self.gateway.run(self._announce_ready))
@@ -282,11 +277,25 @@ class Daemon:
         while True:
             await asyncio.sleep(self.settings.gateway.state_save_period_s)
             self._seq += 1
+            write = asyncio.ensure_future(
+                asyncio.to_thread(self._write, self.capture(), self._capture_energy(), self._seq)
+            )
             try:
-                await asyncio.to_thread(self.store.save, self.capture(), self._seq)
-            except OSError as exc:
-                _log.error("cannot save the estimator state", path=str(self.store.path), error=str(exc))
-            await asyncio.to_thread(self._write_energy, self._capture_energy())
+                await asyncio.shield(write)
+            except asyncio.CancelledError:
+                await write  # never let an older save land after the final one
+                raise
+
+    def _write(self, state: EstimatorState, energy: EnergySaved, seq: int) -> bool:
+        """Write both states unless a newer `seq` was written (thread-safe); False (logged) on an error."""
+        try:
+            if not self.store.save(state, seq):
+                return False
+        except OSError as exc:
+            _log.error("cannot save the estimator state", path=str(self.store.path), error=str(exc))
+            return False
+        self._write_energy(energy)
+        return True
 
     def _capture_energy(self) -> EnergySaved:
         """The energy-management state of the running gateway (load profile, full-charge timer)."""

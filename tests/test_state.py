@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import math
 import tempfile
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +21,7 @@ from bmsgw.config import ConfigError, Settings, load_settings
 from bmsgw.core import Core, CoreParams
 from bmsgw.core._devbuild import BuildUnavailableError, build_compiled_kernel, load_pure_kernel
 from bmsgw.daemon import Daemon
+from bmsgw.energy_management import EnergySaved, EnergyStore
 from bmsgw.model import AlarmCode, AlarmLevel, Chemistry, PackSample, PackStatus
 from bmsgw.pipeline import Pipeline
 from bmsgw.state import (
@@ -303,6 +306,40 @@ def test_latched_faults_survive_a_restart(tmp_path: Path) -> None:
     settings, _ = load_settings(None, {"packs": [{"id": "a", "cells": 4, "sensors": 1}],
                                        "gateway.state_dir": str(tmp_path)}, env={})  # fmt: skip
     assert Daemon(settings, env={}).gateway.pipeline.core.latched() == ()
+
+
+async def test_the_final_save_lands_after_an_autosave_under_way(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    daemon = Daemon(two_packs(tmp_path, state_save_period_s=1), env={})
+    written: list[EnergySaved] = []  # in the order the writes began
+    done: list[EnergySaved] = []
+    started, release, finished = threading.Event(), threading.Event(), threading.Event()
+    write_energy = daemon._write_energy
+
+    def slow_disk(saved: EnergySaved) -> None:
+        written.append(saved)
+        if len(written) == 1:  # the autosave: its disk is slow
+            started.set()
+            release.wait(30)
+        write_energy(saved)
+        done.append(saved)
+        if len(done) == 2:
+            finished.set()
+
+    monkeypatch.setattr(daemon, "_write_energy", slow_disk)
+    task = asyncio.create_task(daemon.run())
+    async with asyncio.timeout(30):
+        while not started.is_set():  # noqa: ASYNC110
+            await asyncio.sleep(0.01)
+    daemon.stop()  # while the autosave's write is under way
+    threading.Timer(0.3, release.set).start()
+    async with asyncio.timeout(30):
+        await task
+    assert await asyncio.to_thread(finished.wait, 30)  # both writes are done (a late one would be too)
+    assert len(written) == 2
+    assert written[0].saved_at != written[1].saved_at
+    assert EnergyStore(tmp_path).load() == written[1]  # the newer state, not the autosave's
 
 
 def test_daemon_refuses_an_unwritable_state_dir(tmp_path: Path) -> None:
