@@ -26,10 +26,14 @@ import numpy as np
 import pytest
 from mosquitto import Mosquitto
 from prometheus_client.parser import text_string_to_metric_families
+from test_sunspec import point
 
 from bmsgw.app import Gateway
 from bmsgw.clock import SteppedClock
 from bmsgw.config import Settings, load_settings
+from bmsgw.ems import Command
+from bmsgw.inverter import modbus_map, sunspec
+from bmsgw.inverter.sunspec import BANK, STRING
 from bmsgw.model import (
     Alarm,
     AlarmCode,
@@ -285,6 +289,25 @@ def test_warning_level_alarms_do_not_stop_transfers() -> None:
         transfers=TWO[:1], alarms=(Alarm(AlarmCode.CELL_IMBALANCE, AlarmLevel.ALARM, 1.0, pack=0),)
     )
     assert state_dict(state)["packs"][0]["transfers"] == [{"from_cell": 1, "to_cell": 3, "current": 2.0}]
+
+
+def _modbus_and_sunspec_balancing(state: GatewayState) -> tuple[int, int, int]:
+    """(bmsgw map balance_mask, SunSpec 803 NCellBal, 804 NCellBal) as an EMS reads them."""
+    block = modbus_map.encode_pack(state.packs[0], state, state.t, 20.0)
+    reg = next(r for r in modbus_map.PACK if r.name == "balance_mask")
+    mask = block[reg.offset] << 16 | block[reg.offset + 1]
+    image = sunspec.encode(state, sunspec.Identity(), Command())
+    addr = sunspec.model_addresses(1)
+    return mask, point(image, addr["803"], BANK, "NCellBal"), point(image, addr["804.0"], STRING, "NCellBal")
+
+
+def test_modbus_and_sunspec_count_cells_in_transfers_as_balancing() -> None:
+    # cell 2 bleeds; transfers 1 -> 3 and 4 -> 2: every cell is being balanced
+    assert _modbus_and_sunspec_balancing(_state(mask=0b0010, transfers=TWO)) == (0b1111, 4, 4)
+    assert _modbus_and_sunspec_balancing(_state(mask=0b0010)) == (0b0010, 1, 1)
+    assert _modbus_and_sunspec_balancing(_state(transfers=TWO[:1])) == (0b0101, 2, 2)
+    stopped = _state(mask=0b0010, transfers=TWO, alarms=(Alarm(AlarmCode.COMM_LOST, AlarmLevel.ALARM, 1.0),))
+    assert _modbus_and_sunspec_balancing(stopped) == (0b0010, 1, 1)  # the gate stops the transfers only
 
 
 @pytest.mark.parametrize(

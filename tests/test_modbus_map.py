@@ -99,7 +99,7 @@ def test_status_fail_safe() -> None:
 def test_pack_block() -> None:
     state = run_pipeline(settings_for(packs=2)).state
     view = state.packs[1]
-    block = modbus_map.encode_pack(view, state.t + 2.0, 110.0, state.alarms)
+    block = modbus_map.encode_pack(view, state, state.t + 2.0, 110.0)
     assert len(block) == modbus_map.PACK_STRIDE == sum(r.size for r in PACK)
     assert value(block, PACK, "status") == 0
     assert value(block, PACK, "cell_v_max") == pytest.approx(3.311)

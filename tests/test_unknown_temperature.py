@@ -209,7 +209,7 @@ def test_modbus_map_reads_not_implemented_for_unknown_temperatures() -> None:
     status = modbus_map.encode_status(state, Command(), 0.0, False)
     off = {r.name: r.offset for r in modbus_map.STATUS}
     assert [status[off[n]] for n in ("temperature", "cell_t_min", "cell_t_max")] == [0x8000] * 3
-    pack = modbus_map.encode_pack(state.packs[0], state.t, 50.0, state.alarms)
+    pack = modbus_map.encode_pack(state.packs[0], state, state.t, 50.0)
     poff = {r.name: r.offset for r in modbus_map.PACK}
     assert [pack[poff[n]] for n in ("cell_t_min", "cell_t_max")] == [0x8000] * 2
     # the cells are still known without sensors

@@ -57,7 +57,9 @@ __all__ = [
     "BalancePlanner",
     "Balancing",
     "Transfer",
+    "balancing_mask",
     "safe_transfers",
+    "transfers_sent",
 ]
 
 
@@ -279,6 +281,20 @@ _STOP_CODES = frozenset(
         AlarmCode.PACK_ISOLATED,
     }
 )
+
+
+def transfers_sent(state: GatewayState, view: PackView) -> tuple[Transfer, ...]:
+    """The active-balancing transfers the gateway commands for `view` in `state`: the plan wherever
+    `safe_transfers` lets it run (the state's own age aside), else ()."""
+    return safe_transfers(state, view, state.t, math.inf)
+
+
+def balancing_mask(state: GatewayState, view: PackView) -> int:
+    """Cells of `view` being balanced in `state` (bit 0 = cell 1): bled, or in a transfer sent."""
+    mask = view.balance_mask
+    for tr in transfers_sent(state, view):
+        mask |= 1 << tr.source | 1 << tr.sink
+    return mask
 
 
 def safe_transfers(state: GatewayState, view: PackView, now: float, max_age_s: float) -> tuple[Transfer, ...]:

@@ -21,6 +21,7 @@ from typing import Final, NamedTuple
 
 import numpy as np
 
+from bmsgw.core.balancing import balancing_mask
 from bmsgw.ems import Command
 from bmsgw.inverter.registers import Kind, ModbusError, bits, encode
 from bmsgw.model import Alarm, AlarmCode, CellRef, GatewayState, PackStatus, PackView, Reason
@@ -118,7 +119,7 @@ PACK: Final = (
     Reg(9, "cell_t_min", "s16", -1, "°C", "lowest temperature sensor"),
     Reg(10, "cell_t_max", "s16", -1, "°C", "highest temperature sensor"),
     Reg(11, "bms_flags", "b16", 0, "bits", "flags the pack BMS reports (docs/pack-protocol.md PackStatus)"),
-    Reg(12, "balance_mask", "b32", 0, "bits", "cells the core asks to balance (bit 0 = cell 1)"),
+    Reg(12, "balance_mask", "b32", 0, "bits", "cells being balanced, bled or in a transfer (bit 0 = cell 1)"),
     Reg(14, "alarms", "b32", 0, "bits", "active alarms of this pack (alarm bits below)"),
     Reg(16, "contactor_open_request", "u16", 0, "", "1: the core asks to open this pack's contactor"),
     Reg(17, "cells", "u16", 0, "", "cells in series"),
@@ -291,9 +292,9 @@ def encode_status(state: GatewayState, cmd: Command, remaining_s: float, writes:
 
 
 def encode_pack(
-    view: PackView, t: float, capacity_ah: float, alarms: Iterable[Alarm], stats: PackStats | None = None
+    view: PackView, state: GatewayState, t: float, capacity_ah: float, stats: PackStats | None = None
 ) -> list[int]:
-    """The block of one pack at gateway time t; `alarms`: the system's (those of this pack are shown)."""
+    """The block of one pack of `state` at gateway time t."""
     s = view.sample
     st = stats if stats is not None else PackStats.of(view)
     values: dict[str, float | None] = {
@@ -301,8 +302,8 @@ def encode_pack(
         "soc": _pct(view.soc),
         "soh": _pct(view.soh),
         "capacity_ah": capacity_ah,
-        "balance_mask": view.balance_mask,
-        "alarms": alarm_bits(a for a in alarms if a.pack == view.pack),
+        "balance_mask": balancing_mask(state, view),
+        "alarms": alarm_bits(a for a in state.alarms if a.pack == view.pack),
         "contactor_open_request": int(view.contactor_open_request),
     }
     if s is not None:

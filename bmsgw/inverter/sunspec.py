@@ -24,6 +24,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from typing import Final, Literal, NamedTuple
 
+from bmsgw.core.balancing import balancing_mask
 from bmsgw.ems import Command
 from bmsgw.inverter.modbus_map import PackStats, alarm_bits, reserve_from_register
 from bmsgw.inverter.registers import Kind, ModbusError, encode_string
@@ -399,7 +400,7 @@ def _bank(state: GatewayState) -> Values:
         "ModTmpMinStr": _index(state.cell_t_min_at.pack, state.cell_t_min),
         "ModTmpMinMod": _index(0, state.cell_t_min),
         "ModTmpAvg": state.temperature,
-        "NCellBal": sum(v.balance_mask.bit_count() for v in state.packs),
+        "NCellBal": sum(balancing_mask(state, v).bit_count() for v in state.packs),
     }
     if by_v and by_a:
         samples = [v.sample for v in online if v.sample is not None]
@@ -441,7 +442,7 @@ def _string(state: GatewayState, view: PackView, st: PackStats | None) -> Values
         "Idx": view.pack + 1,
         "NMod": 1,
         "St": (1 if view.in_service else 0) | (2 if closed else 0),  # ENABLED (not held out), CONTACTOR
-        "NCellBal": view.balance_mask.bit_count(),
+        "NCellBal": balancing_mask(state, view).bit_count(),
         "SoC": view.soc * 100.0,
         "DoD": (1.0 - view.soc) * 100.0,
         "SoH": view.soh * 100.0,

@@ -124,7 +124,7 @@ class ModbusOutput:
         out = [(modbus_map.STATUS_BASE, modbus_map.encode_status(state, cmd, remaining, self.cfg.writes))]
         for i, (view, st) in enumerate(zip(state.packs, stats, strict=True)):
             cap = self._capacity[i] if i < len(self._capacity) else math.nan
-            block = modbus_map.encode_pack(view, state.t, cap, state.alarms, st)
+            block = modbus_map.encode_pack(view, state, state.t, cap, st)
             out.append((modbus_map.PACK_BASE + modbus_map.PACK_STRIDE * i, block))
         out.append((modbus_map.CONTROL_BASE, modbus_map.encode_control(cmd)))
         out.append((sunspec.BASE, sunspec.encode(state, self.identity, cmd, stats)))

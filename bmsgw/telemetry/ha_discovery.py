@@ -13,8 +13,9 @@ from typing import Any
 
 from bmsgw import __version__
 from bmsgw.config import Settings
+from bmsgw.core.balancing import transfers_sent
 from bmsgw.model import Alarm, AlarmCode, CellRef, ChargeStage, GatewayState, PackStatus, PackView, Reason
-from bmsgw.telemetry.snapshot import finite, transfer_list, transfers_sent
+from bmsgw.telemetry.snapshot import finite, transfer_list
 
 __all__ = [
     "ALARM_LEVELS",

@@ -11,9 +11,9 @@ import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from bmsgw.core.balancing import transfers_sent
 from bmsgw.model import AlarmLevel, ChargeStage, GatewayState, PackStatus
 from bmsgw.telemetry.energy import EnergyCounters
-from bmsgw.telemetry.snapshot import transfers_sent
 
 __all__ = ["CONTENT_TYPE", "IoCounter", "PackEnergy", "exposition"]
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from bmsgw.core.balancing import safe_transfers
+from bmsgw.core.balancing import transfers_sent
 from bmsgw.model import (
     Alarm,
     BmsFlags,
@@ -22,7 +22,7 @@ from bmsgw.model import (
     Transfer,
 )
 
-__all__ = ["finite", "state_dict", "transfer_list", "transfers_sent"]
+__all__ = ["finite", "state_dict", "transfer_list"]
 
 
 def state_dict(state: GatewayState) -> dict[str, Any]:
@@ -62,12 +62,6 @@ def state_dict(state: GatewayState) -> dict[str, Any]:
         "packs": [_pack(p, state) for p in state.packs],
         "forecast": _forecast(state.forecast),
     }
-
-
-def transfers_sent(state: GatewayState, view: PackView) -> tuple[Transfer, ...]:
-    """The active-balancing transfers the gateway commands for `view` in `state`: the plan wherever
-    `safe_transfers` lets it run (the state's own age aside), else ()."""
-    return safe_transfers(state, view, state.t, math.inf)
 
 
 def transfer_list(transfers: tuple[Transfer, ...]) -> list[dict[str, Any]]:
