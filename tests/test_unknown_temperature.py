@@ -200,6 +200,31 @@ def test_pylontech_rs485_one_dead_sensor_among_live_ones() -> None:
     assert analog_temps(rs485_info(state, stack, pr.Command.ANALOG, 2, 2)) == [25.0, 24.0, 20.0, 26.0]
 
 
+def test_pylontech_rs485_module_never_seen_reads_the_configured_temperature_in_0xff() -> None:
+    settings, _ = load_settings(
+        None,
+        {
+            "packs": [
+                {"id": f"p{i}", "address": i, "cells": 16, "sensors": 2, "capacity_ah": 50} for i in range(2)
+            ],
+            "outputs": [{"protocol": "pylontech-rs485", "tcp_port": 0, "unknown_temperature_c": 18.0}],
+        },
+        env={},
+    )
+    p = Pipeline(settings)
+    cells = np.full(16, 3.30)
+    for k in range(3):  # only the first pack reports
+        p.submit(PackSample(0, float(k), cells, np.array([21.0, 23.0]), 5.0, 52.8, OK_FLAGS, alive=k))
+        p.step(float(k))
+    stack = stack_info(settings, settings.outputs[0])
+    records = pr.decode_analog(rs485_info(p.state, stack, pr.Command.ANALOG, 2, 0xFF), all_modules=True)
+    seen, never = records.modules
+    assert seen.temperatures == (22.0, 21.0, 23.0)
+    assert never.temperatures == (18.0, 18.0, 18.0)  # not -273.1 °C: an inverter would see a frozen pack
+    assert never.cell_v == (0.0,) * 16
+    assert never.current == 0.0
+
+
 # --- Modbus map and SunSpec: the not-implemented marker ----------------------------------------------------
 
 

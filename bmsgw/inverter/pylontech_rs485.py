@@ -837,8 +837,10 @@ def _values(view: PackView | None, info: ModuleInfo, unknown_c: float) -> Module
     )
 
 
-def _no_values(info: ModuleInfo) -> ModuleValues:
-    return ModuleValues((0.0,) * info.cells, (-273.1,) * (info.sensors + 1), 0.0, 0.0, 0.0, info.capacity_ah)
+def _no_values(info: ModuleInfo, unknown_c: float) -> ModuleValues:
+    """A module never seen, in a 0xFF answer: cells 0 V, its temperatures unknown, no current."""
+    temps = (unknown_c,) * (info.sensors + 1)
+    return ModuleValues((0.0,) * info.cells, temps, 0.0, 0.0, 0.0, info.capacity_ah)
 
 
 _CELL_ALARMS: Final = {AlarmCode.CELL_OVERVOLTAGE: ALARM_HIGH, AlarmCode.CELL_UNDERVOLTAGE: ALARM_LOW}
@@ -941,7 +943,8 @@ def _all_modules(cmd: Command, state: GatewayState, stack: StackInfo) -> bytes:
     if cmd is Command.ANALOG:
         unknown_c = stack.unknown_temperature_c
         records = tuple(
-            _values(v, m, unknown_c) or _no_values(m) for v, m in zip(views, stack.modules, strict=True)
+            _values(v, m, unknown_c) or _no_values(m, unknown_c)
+            for v, m in zip(views, stack.modules, strict=True)
         )
         return encode_analog(ModuleRecords(_flag(state, None), n, records))
     alarm_records = tuple(
