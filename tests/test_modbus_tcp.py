@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import shutil
 import socket
+import struct
 from typing import Any
 
 import pytest
@@ -160,6 +161,53 @@ async def test_errors_for_bad_requests() -> None:
     assert other.exception_code == 0x0B
     assert ok.registers == [0x5375, 0x6E53]
     assert out.requests == out.sent == 6
+
+
+def _read(tid: int, address: int, count: int, unit: int = 1) -> bytes:
+    """A raw Modbus TCP read-holding-registers request (MBAP + PDU)."""
+    return struct.pack(">HHHBBHH", tid, 0, 6, unit, 3, address, count)
+
+
+async def _answers(reader: asyncio.StreamReader, n: int) -> list[tuple[int, int, bytes]]:
+    """`n` MBAP answers as (transaction id, function code, data)."""
+    out = []
+    async with asyncio.timeout(10):
+        for _ in range(n):
+            tid, _, length = struct.unpack(">HHH", await reader.readexactly(6))
+            body = await reader.readexactly(length)
+            out.append((tid, body[1], body[2:]))
+    return out
+
+
+async def test_pipelined_requests_are_all_answered_in_order() -> None:
+    settings = settings_for(packs=1)
+    pipeline = run_pipeline(settings)
+    async with serving(settings, lambda: pipeline.state) as out:
+        assert out.bound_port is not None
+        reader, writer = await asyncio.open_connection("127.0.0.1", out.bound_port)
+        try:
+            # one write, five requests: SunSpec, the map, an exception, another unit, SunSpec again
+            writer.write(_read(11, sunspec.BASE, 2) + _read(12, 0, 1) + _read(13, 50, 1) + _read(14, 0, 1, 7)
+                         + _read(15, sunspec.BASE + 2, 1))  # fmt: skip
+            await writer.drain()
+            got = await _answers(reader, 5)
+            # the next request arrives in two pieces, the first with a request whose answer goes out between
+            writer.write(_read(16, 0, 1) + _read(17, sunspec.BASE, 2)[:5])
+            await writer.drain()
+            assert (await _answers(reader, 1))[0][0] == 16
+            writer.write(_read(17, sunspec.BASE, 2)[5:])
+            await writer.drain()
+            late = await _answers(reader, 1)
+        finally:
+            writer.close()
+    assert [tid for tid, _, _ in got] == [11, 12, 13, 14, 15]
+    assert got[0][1:] == (3, bytes([4]) + b"SunS")
+    assert got[1][1:] == (3, struct.pack(">BH", 2, modbus_map.MAP_VERSION))
+    assert got[2][1:] == (0x83, bytes([2]))  # ILLEGAL DATA ADDRESS
+    assert got[3][1:] == (0x83, bytes([0x0B]))  # another unit: gateway target failed to respond
+    assert got[4][1:] == (3, struct.pack(">BH", 2, 1))  # SunSpec model 1 starts at 40002
+    assert late == [(17, 3, bytes([4]) + b"SunS")]
+    assert out.requests == out.sent == 7
 
 
 async def test_writes_off_are_refused_and_change_nothing() -> None:

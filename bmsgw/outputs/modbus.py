@@ -10,6 +10,7 @@ are refused unless `writes = true`, and over TCP only clients listed in `allow` 
 - an undefined address: exception 2 (pymodbus); coil/discrete functions: exception 1.
 
 Requests for another unit id get exception 0x0B over TCP and no answer on RS485 (another device's turn).
+Over TCP a client may pipeline: every request in a read is answered, in order.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import contextvars
 import dataclasses
 import ipaddress
 import math
+from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any, Final
 
@@ -254,12 +256,45 @@ def _bound_port(server: ModbusTcpServer | ModbusSerialServer) -> int | None:
 
 
 # pymodbus has no hook that knows the client or filters unit ids: a request handler of our own does both.
+# pymodbus also takes one request per read and empties its receive buffer whenever it answers (right for
+# half-duplex RS485), so over TCP a second request sent before the first answer was dropped unanswered.
 
 
 class _Handler(ServerRequestHandler):
-    """Answers only our unit id and tells the action who is asking (for `allow`)."""
+    """Answers only our unit id, tells the action who is asking (for `allow`), and over TCP answers every
+    pipelined request in order."""
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)  # type: ignore[no-untyped-call]
+        self._requests: deque[tuple[ModbusPDU, Any]] = deque()
+        self._turn = asyncio.Lock()  # FIFO: answers leave in the order the requests came
+
+    def callback_data(self, data: bytes, addr: tuple[str, int] | None = None) -> int:
+        """Queue every complete request in `data` (one only on RS485); the bytes used."""
+        used = 0
+        while True:
+            n = int(super().callback_data(data[used:], addr))
+            used += n
+            if self.last_pdu is not None:  # pymodbus scheduled one handle_request for it
+                self._requests.append((self.last_pdu, self.last_addr))
+            if self.server.bmsgw_serial or not n or used >= len(data):
+                return used
+
+    def send(self, data: bytes, addr: tuple[str, int] | None = None) -> None:
+        """Write `data`; over TCP the start of a request not yet complete stays buffered."""
+        kept = self.recv_buffer
+        super().send(data, addr)
+        if not self.server.bmsgw_serial:
+            self.recv_buffer = kept
 
     async def handle_request(self) -> None:
+        async with self._turn:
+            if not self._requests:
+                return
+            self.last_pdu, self.last_addr = self._requests.popleft()
+            await self._answer()
+
+    async def _answer(self) -> None:
         pdu = self.last_pdu
         owner = self.server
         if pdu is None:
@@ -289,7 +324,7 @@ class _OwnHandler:
 
     def callback_new_connection(self) -> _Handler:
         server: Any = self
-        return _Handler(server, server.trace_packet, server.trace_pdu, server.trace_connect)  # type: ignore[no-untyped-call]
+        return _Handler(server, server.trace_packet, server.trace_pdu, server.trace_connect)
 
 
 class _TcpServer(_OwnHandler, ModbusTcpServer):
