@@ -7,7 +7,8 @@ bytes, truncations of valid frames, byte mutations of valid frames, garbage cont
 checksum/CRC (so the payload parsers behind the checksum are reached), and valid frames with runs of
 0x00/0xFF (extreme values). A *crash* is any exception other than the codec's own error type; a *hang* is
 one input taking longer than `--hang-s`. The network servers (Modbus TCP, Pylontech RS485 over TCP) get
-`--network` raw requests each over a real socket and must still answer a valid request afterwards.
+`--network` raw requests each over a real socket, the serial servers (Modbus RTU, Pylontech RS485 on a
+serial port) as many on a real pty; each must still answer a valid request afterwards.
 
 The pack-CAN target runs the real `PackFrameDecoder` + `Pipeline`: fuzzed frames are interleaved with a
 valid pack stream; every state must have finite limits within the configured maxima, and while no sample
@@ -21,6 +22,7 @@ import asyncio
 import contextlib
 import json
 import math
+import os
 import random
 import struct
 import sys
@@ -65,6 +67,7 @@ class Result:
     hangs: int = 0
     max_us: float = 0.0
     seconds: float = 0.0
+    answers: int = 0  # servers: responses the server wrote (errors included)
     examples: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
@@ -116,6 +119,10 @@ def main(argv: list[str] | None = None) -> int:
         _print(results[-1])
     if args.network and (not only or only & {"modbus-tcp-server", "pylontech-rs485-tcp-server"}):
         for r in asyncio.run(fuzz_servers(args.network, args.seed, only)):
+            results.append(r)
+            _print(r)
+    if args.network and (not only or only & set(SERIAL_SERVERS)):
+        for r in asyncio.run(fuzz_serial_servers(args.network, args.seed, only)):
             results.append(r)
             _print(r)
     bad = sum(r.crashes + r.hangs for r in results)
@@ -507,7 +514,9 @@ async def fuzz_servers(count: int, seed: int, only: set[str]) -> list[Result]:
         task = asyncio.create_task(out.run())
         try:
             port = await _port_of(out)
-            results.append(await _flood(name, port, count, rng, cfg.protocol))
+            res = await _flood(name, port, count, rng, cfg.protocol)
+            res.answers = out.sent
+            results.append(res)
         finally:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -534,31 +543,35 @@ async def _flood(name: str, port: int, count: int, rng: random.Random, protocol:
     else:
         valid = rs485.encode_request(0x42, 2)
     t0 = time.perf_counter()
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    # two clients: garbage on one, reconnected every 64 inputs (pymodbus stops reading a connection whose
+    # MBAP protocol id is not 0; a real client would time out and reconnect); well-formed envelopes with
+    # random bodies on the other, so they reach the request handler
+    conns = [await asyncio.open_connection("127.0.0.1", port) for _ in range(2)]
     try:
         for k in range(count):
-            if k % 3 == 0:
-                data = rng.randbytes(rng.randrange(1, 300))
-            elif k % 3 == 1:
-                data = bytearray(valid)
-                data[rng.randrange(len(data))] = rng.randrange(256)
-                data = bytes(data)
-            else:
-                data = valid[: rng.randrange(1, len(valid))]
+            data = _garbage(k, valid, rng, protocol)
             res.inputs += 1
+            c = 1 if k % 4 == 3 else 0
+            if c == 0 and k % 64 == 0:
+                conns[0][1].close()
+                conns[0] = await asyncio.open_connection("127.0.0.1", port)
+            reader, writer = conns[c]
             try:
                 writer.write(data)
-                if k % 16 == 0:
+                # a well-formed request waits for its answer: pymodbus handles one request per read, so
+                # pipelined ones would queue unanswered; the garbage client is drained now and then
+                if c == 1 or k % 16 == 0:
                     await writer.drain()
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(reader.read(65536), 0.002)
+                        await asyncio.wait_for(reader.read(65536), 0.01 if c else 0.002)
                     if reader.at_eof():
                         raise ConnectionResetError("server closed the connection")
             except (ConnectionError, OSError):
                 res.rejected += 1  # the server dropped the connection (allowed): reconnect
                 writer.close()
-                reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        writer.close()
+                conns[c] = await asyncio.open_connection("127.0.0.1", port)
+        for _, writer in conns:
+            writer.close()
         # after the flood: a fresh connection must get a valid answer
         ok = await _answers(port, valid, protocol)
         res.accepted = int(ok)
@@ -570,6 +583,162 @@ async def _flood(name: str, port: int, count: int, rng: random.Random, protocol:
         res.examples.append(f"{type(exc).__name__}: {exc}")
     res.seconds = time.perf_counter() - t0
     return res
+
+
+def _garbage(k: int, valid: bytes, rng: random.Random, protocol: str) -> bytes:
+    """Input k of a server flood: random bytes, `valid` with one byte changed, a truncation of it, or a
+    random request body in a valid envelope (length, CRC or checksum right) so the handler behind is hit."""
+    if k % 4 == 0:
+        return rng.randbytes(rng.randrange(1, 300))
+    if k % 4 == 1:
+        data = bytearray(valid)
+        data[rng.randrange(len(data))] = rng.randrange(256)
+        return bytes(data)
+    if k % 4 == 2:
+        return valid[: rng.randrange(1, len(valid))]
+    pdu = _modbus_pdu(rng)
+    if protocol == "modbus-tcp":
+        return struct.pack(">HHHB", k & 0xFFFF, 0, len(pdu) + 1, 1) + pdu
+    if protocol == "modbus-rtu":
+        body = b"\x01" + pdu
+        return body + struct.pack("<H", daly_modbus.crc16(body))
+    info = rng.randbytes(rng.randrange(0, 12))
+    return rs485.encode_frame(rs485.Rs485Frame(0x20, rng.choice((2, 2, 2, 0xFF, rng.randrange(256))), 0x46,
+                                               rng.randrange(256), info))  # fmt: skip
+
+
+def _modbus_pdu(rng: random.Random) -> bytes:
+    """A request PDU of the length its function code implies (the RTU framer sizes frames by it), with
+    random addresses, counts and values; or an unknown function code with random bytes."""
+    fc = rng.choice((1, 2, 3, 4, 5, 6, 8, 15, 16, 22, 23, 43, rng.randrange(256)))
+    addr = rng.choice((0, 100, 1000, 40000, 40070, 40200, rng.randrange(65536)))
+    count = rng.choice((1, 2, 10, 125, rng.randrange(256)))
+    values = rng.randbytes(rng.randrange(0, 2 * 125))
+    if fc in (1, 2, 3, 4, 5, 6):
+        body = struct.pack(">HH", addr, rng.randrange(65536) if fc in (5, 6) else count)
+    elif fc == 8:
+        body = struct.pack(">HH", rng.randrange(21), rng.randrange(65536))
+    elif fc in (15, 16):
+        body = struct.pack(">HHB", addr, count, len(values)) + values
+    elif fc == 22:
+        body = struct.pack(">HHH", addr, rng.randrange(65536), rng.randrange(65536))
+    elif fc == 23:
+        body = struct.pack(">HHHHB", addr, count, rng.randrange(65536), count, len(values)) + values
+    elif fc == 43:
+        body = bytes([0x0E, rng.randrange(1, 5), rng.randrange(256)])
+    else:
+        body = rng.randbytes(rng.randrange(0, 40))
+    return bytes([fc]) + body
+
+
+SERIAL_SERVERS = {"modbus-rtu-server": "modbus-rtu", "pylontech-rs485-serial-server": "pylontech-rs485"}
+"""Serial server targets and the output protocol each runs."""
+
+
+async def fuzz_serial_servers(count: int, seed: int, only: set[str]) -> list[Result]:
+    """Raw garbage on the serial line of a Modbus RTU and a Pylontech RS485 output (a real pty each)."""
+    from ptys import pty_pair
+
+    from bmsgw.clock import SteppedClock
+    from bmsgw.outputs import OUTPUTS
+
+    results: list[Result] = []
+    rng = random.Random(f"{seed}:serial")
+    for name, protocol in SERIAL_SERVERS.items():
+        if only and name not in only:
+            continue
+        with pty_pair() as line:
+            writes = {"writes": True} if protocol == "modbus-rtu" else {}
+            settings = _settings(1, [{"protocol": protocol, "port": line.path, "tcp_port": None, **writes}])
+            pipe = Pipeline(settings)
+            _feed(pipe)
+            out = OUTPUTS[protocol](settings, settings.outputs[0], SteppedClock(), lambda p=pipe: p.state)
+            task = asyncio.create_task(out.run())
+            try:
+                res = await _flood_line(name, line, count, rng, protocol)
+                res.answers, res.rejected = out.sent, getattr(out, "errors", 0)
+                results.append(res)
+            finally:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+    return results
+
+
+async def _flood_line(name: str, line: Any, count: int, rng: random.Random, protocol: str) -> Result:
+    res = Result(name)
+    if protocol == "modbus-rtu":
+        request = bytes([1, 3]) + struct.pack(">HH", 40000, 2)
+        valid = request + struct.pack("<H", daly_modbus.crc16(request))
+    else:
+        valid = rs485.encode_request(0x42, 2)
+    t0 = time.perf_counter()
+    try:
+        if not await _line_answers(line, valid, protocol):
+            raise RuntimeError("no valid answer before the flood")
+        for k in range(count):
+            res.inputs += 1
+            data = _garbage(k, valid, rng, protocol)
+            if protocol == "modbus-rtu" and k % 4 == 3:
+                # pymodbus drops its whole buffer on a CRC failure, so garbage still pending would take the
+                # frame with it: fill any frame the garbage began (zeros are no function code), then send
+                # the frame alone, as silence delimits frames on a real line
+                await _write_line(line, bytes(260))
+                await _quiet()
+            await _write_line(line, data)
+            if protocol == "modbus-rtu" and k % 4 == 3:
+                await _quiet()
+            if k % 16 == 0:
+                line.read_available()  # answers to garbage: discarded, so the server never blocks
+                await asyncio.sleep(0)
+        ok = await _line_answers(line, valid, protocol)
+        res.accepted = int(ok)
+        if not ok:
+            res.hangs += 1
+            res.examples.append("no valid answer after the flood")
+    except Exception as exc:
+        res.crashes += 1
+        res.examples.append(f"{type(exc).__name__}: {exc}")
+    res.seconds = time.perf_counter() - t0
+    return res
+
+
+async def _write_line(line: Any, data: bytes) -> None:
+    """Write all of `data` to the pty, letting the server read whenever the line is full."""
+    while data:
+        try:
+            data = data[os.write(line.fd, data) :]
+        except BlockingIOError:
+            line.read_available()
+            await asyncio.sleep(0.001)
+
+
+async def _quiet() -> None:
+    """Let the server, on this event loop, read what the line holds before more is written."""
+    for _ in range(3):
+        await asyncio.sleep(0)
+
+
+async def _line_answers(line: Any, request: bytes, protocol: str) -> bool:
+    """After a quiet gap (an RTU server resynchronises on silence), `request` gets a valid answer."""
+    for _ in range(5):
+        await asyncio.sleep(0.1)
+        while line.read_available():  # noqa: ASYNC110 (drains a pty, not a flag)
+            await asyncio.sleep(0.01)
+        os.write(line.fd, request)
+        got = b""
+        end = time.monotonic() + 2.0
+        while time.monotonic() < end:
+            await asyncio.sleep(0.01)
+            got += line.read_available()
+            if protocol == "modbus-rtu" and b"\x01\x03\x04SunS" in got:
+                return True
+            if protocol != "modbus-rtu" and got.endswith(b"\r"):
+                with contextlib.suppress(rs485.Rs485Error):
+                    if rs485.decode_frame(got[got.rfind(b"~") :]).cid2 == 0:
+                        return True
+                break
+    return False
 
 
 async def _answers(port: int, request: bytes, protocol: str) -> bool:

@@ -28,7 +28,8 @@ def test_short_fuzz_run_has_no_crash_or_hang(capsys: pytest.CaptureFixture[str])
     report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     names = {t["name"] for t in report["targets"]}
     assert {"jk", "jbd", "daly", "daly-modbus", "pylontech-rs485-server", "pack-can-pipeline",
-            "modbus-tcp-server", "pylontech-rs485-tcp-server"} <= names  # fmt: skip
+            "modbus-tcp-server", "pylontech-rs485-tcp-server", "modbus-rtu-server",
+            "pylontech-rs485-serial-server"} <= names  # fmt: skip
     for t in report["targets"]:
         assert t["crashes"] == 0, t
         assert t["hangs"] == 0, t
