@@ -48,15 +48,17 @@ def configure(fmt: Literal["auto", "json", "console"] = "auto", level: str = "in
     # client (pymodbus logs every bad frame with a hex dump) must not fill the journal.
     for name in _LIBRARIES:
         logging.getLogger(name).setLevel(max(_LEVELS[level], logging.WARNING))
-    handler.addFilter(RateLimit(_LIBRARIES))
+    handler.addFilter(RateLimit((*_LIBRARIES, *_PEER_DRIVEN)))
 
 
 _LIBRARIES = ("can", "pymodbus")
+_PEER_DRIVEN = ("bmsgw.outputs.modbus.writes",)  # one record per request a client may send in a loop
 
 
 class RateLimit(logging.Filter):
-    """For loggers under `prefixes`: at most `burst` records per `window_s` per prefix (by the records' own
-    timestamps); the first record after a suppressed stretch says how many were dropped. Others pass."""
+    """For loggers under `prefixes` (dotted names): at most `burst` records per `window_s` per prefix (by
+    the records' own timestamps); the first record after a suppressed stretch says how many were dropped.
+    Others pass."""
 
     def __init__(self, prefixes: tuple[str, ...], burst: int = 20, window_s: float = 60.0) -> None:
         super().__init__()
@@ -68,8 +70,8 @@ class RateLimit(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         """True to emit `record`."""
-        top = record.name.partition(".")[0]
-        if top not in self.prefixes:
+        top = next((p for p in self.prefixes if record.name == p or record.name.startswith(p + ".")), None)
+        if top is None:
             return True
         start, count = self._window.get(top, (-1e300, 0))
         if record.created - start >= self.window_s:
@@ -79,7 +81,9 @@ class RateLimit(logging.Filter):
             self.suppressed[top] = self.suppressed.get(top, 0) + 1
             return False
         dropped = self.suppressed.pop(top, 0)
-        if dropped:
+        if dropped and isinstance(record.msg, dict):  # a structlog event
+            record.msg["suppressed"] = dropped
+        elif dropped:
             record.msg = f"{record.msg} ({dropped} more {top} messages suppressed)"
         return True
 

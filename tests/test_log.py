@@ -49,3 +49,22 @@ def test_library_floods_are_rate_limited(capsys: pytest.CaptureFixture[str]) -> 
     handler = logging.getLogger().handlers[0]
     assert handler.filter(record)
     assert "480 more pymodbus messages suppressed" in record.getMessage()
+
+
+def test_write_refusals_a_client_can_repeat_are_rate_limited(capsys: pytest.CaptureFixture[str]) -> None:
+    configure("json", "info")
+    refusals = get_logger("bmsgw.outputs.modbus.writes")
+    for k in range(100):  # a client not in `allow` writing in a loop
+        refusals.warning("modbus write refused", peer="192.0.2.7", address=k)
+    get_logger("bmsgw.outputs.modbus").info("modbus serving")  # the output's other records pass
+    lines = [json.loads(x) for x in capsys.readouterr().err.splitlines()]
+    assert [x["address"] for x in lines if x["event"] == "modbus write refused"] == list(range(20))
+    assert lines[-1]["event"] == "modbus serving"
+    # a minute later the next one passes and counts what was dropped, as a field of the JSON line
+    handler = logging.getLogger().handlers[0]
+    record = logging.LogRecord("bmsgw.outputs.modbus.writes", logging.WARNING, __file__, 1,
+                               {"event": "modbus write refused", "address": 100}, None, None)  # fmt: skip
+    record.created += 61.0
+    assert handler.filter(record)
+    assert isinstance(record.msg, dict)
+    assert record.msg["suppressed"] == 80

@@ -47,6 +47,7 @@ DEFAULT_TCP_PORT: Final = 502
 DEFAULT_BAUDRATE: Final = 19200
 
 _log = get_logger(__name__)
+_writes_log = get_logger(f"{__name__}.writes")  # refusals: rate-limited (bmsgw.log), a client can loop them
 
 _READS: Final = frozenset({3, 4})  # read holding / input registers (one shared address space)
 _WRITES: Final = frozenset({6, 16, 22, 23})  # write single / multiple, mask write, read-write multiple
@@ -160,12 +161,14 @@ class ModbusOutput:
         """Accept a write into the EMS command, or say which exception refuses it (nothing changes then)."""
         peer = _PEER.get()
         if not self.cfg.writes or self.ems is None or not self._allowed(peer):
-            _log.warning("modbus write refused", peer=peer, address=address, writes=self.cfg.writes)
+            _writes_log.warning("modbus write refused", peer=peer, address=address, writes=self.cfg.writes)
             return ModbusError.ILLEGAL_FUNCTION
         before = self.ems.command(t)
         cmd = decode_write(address, values, before)
         if isinstance(cmd, ModbusError):
-            _log.warning("modbus write rejected", peer=peer, address=address, values=values, error=cmd.name)
+            _writes_log.warning(
+                "modbus write rejected", peer=peer, address=address, values=values, error=cmd.name
+            )
             return cmd
         self.ems.write(cmd, t, self.cfg.control_timeout_s)
         self.accepted_writes += 1
