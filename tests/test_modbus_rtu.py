@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
+import struct
 
 import pytest
 import sunspec2.modbus.client as sunspec_client
-from modbus_support import bridged_ptys, run_pipeline, serving, settings_for
+from modbus_support import bridged_ptys, run_pipeline, serving, settings_for, until
+from ptys import PtyPair, pty_pair
 from pymodbus.client import AsyncModbusSerialClient
 from pymodbus.exceptions import ModbusIOException
 
+from bmsgw.bms.daly_modbus import crc16
 from bmsgw.inverter import modbus_map
 from bmsgw.model import Reason
+from bmsgw.outputs.modbus import ModbusOutput
 
 BAUD = 19200
 
@@ -92,3 +97,47 @@ async def test_rtu_writes_and_silence_for_other_units() -> None:
     assert state.limits.dcl.value == pytest.approx(12.3)
     assert state.limits.dcl.reason is Reason.EMS
     assert out.rejected_writes == 1
+
+
+# --- a shared line: other devices' traffic, noise, frames cut short ---------------------------------------
+
+
+def rtu(body: bytes) -> bytes:
+    """`body` (unit id, function code, data) with its CRC, low byte first."""
+    return body + struct.pack("<H", crc16(body))
+
+
+OURS = rtu(bytes([1, 3]) + struct.pack(">HH", 40000, 2))  # SunSpec marker, unit 1
+ANSWER = rtu(bytes([1, 3, 4]) + b"SunS")
+
+
+async def _line_reply(line: PtyPair, out: ModbusOutput, data: bytes, answers: int) -> bytes:
+    """Write `data` in one piece; what the server sends once it has answered `answers` requests more."""
+    want = out.sent + answers
+    os.write(line.fd, data)
+    await until(lambda: out.sent >= want)
+    await asyncio.sleep(0.05)  # and nothing more
+    return line.read_available()
+
+
+async def test_rtu_finds_our_request_among_other_traffic_in_one_read() -> None:
+    with pty_pair() as line:
+        settings = settings_for(
+            packs=1, output={"protocol": "modbus-rtu", "port": line.path, "tcp_port": None}
+        )
+        pipeline = run_pipeline(settings)
+        async with serving(settings, lambda: pipeline.state) as out:
+            other_request = rtu(bytes([9, 3]) + struct.pack(">HH", 0, 10))
+            other_answer = rtu(bytes([9, 3, 4, 0, 1, 0, 2]))
+            assert await _line_reply(line, out, other_request + other_answer + OURS, 1) == ANSWER
+            assert await _line_reply(line, out, b"\x00" + OURS, 1) == ANSWER  # a glitch at line turnaround
+            assert await _line_reply(line, out, OURS + OURS[:3], 1) == ANSWER  # the next one begins
+            assert await _line_reply(line, out, OURS[3:], 1) == ANSWER  # … and completes
+            assert await _line_reply(line, out, OURS[:5] + OURS, 1) == ANSWER  # a frame cut short, then ours
+            # two of ours in one read (a master that retried too early): both answered, in order
+            assert await _line_reply(line, out, OURS + OURS, 2) == ANSWER + ANSWER
+            # another unit's exception answer: pymodbus cannot decode it as a request; we stay silent
+            os.write(line.fd, rtu(bytes([9, 0x83, 2])))
+            await asyncio.sleep(0.2)
+            assert line.read_available() == b""
+            assert await _line_reply(line, out, OURS, 1) == ANSWER

@@ -10,7 +10,9 @@ are refused unless `writes = true`, and over TCP only clients listed in `allow` 
 - an undefined address: exception 2 (pymodbus); coil/discrete functions: exception 1.
 
 Requests for another unit id get exception 0x0B over TCP and no answer on RS485 (another device's turn).
-Over TCP a client may pipeline: every request in a read is answered, in order.
+Over TCP a client may pipeline: every request in a read is answered, in order. On RS485 a request is found
+by function code, length and CRC wherever it sits in what was read (after another device's traffic, a
+noise byte, or a frame cut short), and nothing is ever sent for another unit.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, Final
 
 from pymodbus.constants import ExcCodes
+from pymodbus.framer.rtu import FramerRTU
 from pymodbus.pdu import ExceptionResponse, ModbusPDU
 from pymodbus.server import ModbusSerialServer, ModbusTcpServer
 from pymodbus.server.requesthandler import ServerRequestHandler
@@ -259,13 +262,36 @@ def _bound_port(server: ModbusTcpServer | ModbusSerialServer) -> int | None:
 
 
 # pymodbus has no hook that knows the client or filters unit ids: a request handler of our own does both.
-# pymodbus also takes one request per read and empties its receive buffer whenever it answers (right for
-# half-duplex RS485), so over TCP a second request sent before the first answer was dropped unanswered.
+# pymodbus also takes one request per read and empties its receive buffer whenever it answers, so over TCP
+# a second request sent before the first answer was dropped unanswered.
+# Its RTU framer drops everything it read when a CRC fails and everything after the first frame, so on a
+# shared line our request was lost whenever another device's bytes came in the same read.
+
+
+class _RtuFramer(FramerRTU):
+    """RTU framing for a server on a shared line: a frame (known function code, its length, a good CRC)
+    is found wherever it starts; bytes before it are dropped, bytes after it kept for the next frame."""
+
+    def decode(self, data: bytes) -> tuple[int, int, int, bytes]:
+        """(bytes used, unit id, 0, PDU) for the first whole frame; (bytes to drop, 0, 0, b"") if none."""
+        wait = None  # where a frame that may still complete starts
+        for start in range(len(data) - self.MIN_SIZE + 1):
+            at = data[start:]
+            pdu_class = self.decoder.lookupPduClass(at)
+            if pdu_class is None:
+                continue
+            size = pdu_class.calculateRtuFrameSize(at)
+            if not size or size > len(at):
+                wait = start if wait is None else wait
+                continue
+            if self.check_CRC(at[: size - 2], at[size - 2] << 8 | at[size - 1]):
+                return start + size, at[0], 0, at[1 : size - 2]
+        return (wait if wait is not None else max(0, len(data) - self.MIN_SIZE + 1)), 0, 0, self.EMPTY
 
 
 class _Handler(ServerRequestHandler):
-    """Answers only our unit id, tells the action who is asking (for `allow`), and over TCP answers every
-    pipelined request in order."""
+    """Answers only our unit id, tells the action who is asking (for `allow`), and answers every request
+    in a read, in order (pipelined over TCP; ours after other units' on RS485)."""
 
     def __init__(self, *args: Any) -> None:
         super().__init__(*args)  # type: ignore[no-untyped-call]
@@ -273,22 +299,27 @@ class _Handler(ServerRequestHandler):
         self._turn = asyncio.Lock()  # FIFO: answers leave in the order the requests came
 
     def callback_data(self, data: bytes, addr: tuple[str, int] | None = None) -> int:
-        """Queue every complete request in `data` (one only on RS485); the bytes used."""
+        """Queue every complete request in `data`; the bytes used."""
         used = 0
         while True:
             n = int(super().callback_data(data[used:], addr))
             used += n
             if self.last_pdu is not None:  # pymodbus scheduled one handle_request for it
                 self._requests.append((self.last_pdu, self.last_addr))
-            if self.server.bmsgw_serial or not n or used >= len(data):
+            if not n or used >= len(data):
                 return used
 
+    def server_send(self, pdu: ModbusPDU | None, addr: Any) -> None:
+        """Send `pdu`, except on RS485 for another unit (pymodbus answers a frame it cannot decode)."""
+        if self.server.bmsgw_serial and pdu is not None and pdu.dev_id != self.server.unit_id:
+            return
+        super().server_send(pdu, addr)  # type: ignore[no-untyped-call]
+
     def send(self, data: bytes, addr: tuple[str, int] | None = None) -> None:
-        """Write `data`; over TCP the start of a request not yet complete stays buffered."""
+        """Write `data`; what was read after the request (the start of the next one) stays buffered."""
         kept = self.recv_buffer
         super().send(data, addr)
-        if not self.server.bmsgw_serial:
-            self.recv_buffer = kept
+        self.recv_buffer = kept
 
     async def handle_request(self) -> None:
         async with self._turn:
@@ -306,7 +337,7 @@ class _Handler(ServerRequestHandler):
             if not owner.bmsgw_serial:  # on RS485 another device answers (or nobody: a broadcast)
                 reply = ExceptionResponse(pdu.function_code, ExcCodes.GATEWAY_NO_RESPONSE)
                 reply.transaction_id, reply.dev_id = pdu.transaction_id, pdu.dev_id
-                self.server_send(reply, self.last_addr)  # type: ignore[no-untyped-call]
+                self.server_send(reply, self.last_addr)
             return
         peer = None
         if not owner.bmsgw_serial and self.transport is not None:
@@ -336,3 +367,7 @@ class _TcpServer(_OwnHandler, ModbusTcpServer):
 
 class _SerialServer(_OwnHandler, ModbusSerialServer):
     bmsgw_serial = True
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.framer = _RtuFramer
