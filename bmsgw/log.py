@@ -52,7 +52,7 @@ def configure(fmt: Literal["auto", "json", "console"] = "auto", level: str = "in
 
 
 _LIBRARIES = ("can", "pymodbus")
-_PEER_DRIVEN = ("bmsgw.outputs.modbus.writes",)  # one record per request a client may send in a loop
+_PEER_DRIVEN = ("bmsgw.outputs.modbus.clients",)  # one record per request a client may send in a loop
 
 
 class RateLimit(logging.Filter):

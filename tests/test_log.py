@@ -53,7 +53,7 @@ def test_library_floods_are_rate_limited(capsys: pytest.CaptureFixture[str]) -> 
 
 def test_write_refusals_a_client_can_repeat_are_rate_limited(capsys: pytest.CaptureFixture[str]) -> None:
     configure("json", "info")
-    refusals = get_logger("bmsgw.outputs.modbus.writes")
+    refusals = get_logger("bmsgw.outputs.modbus.clients")
     for k in range(100):  # a client not in `allow` writing in a loop
         refusals.warning("modbus write refused", peer="192.0.2.7", address=k)
     get_logger("bmsgw.outputs.modbus").info("modbus serving")  # the output's other records pass
@@ -62,7 +62,7 @@ def test_write_refusals_a_client_can_repeat_are_rate_limited(capsys: pytest.Capt
     assert lines[-1]["event"] == "modbus serving"
     # a minute later the next one passes and counts what was dropped, as a field of the JSON line
     handler = logging.getLogger().handlers[0]
-    record = logging.LogRecord("bmsgw.outputs.modbus.writes", logging.WARNING, __file__, 1,
+    record = logging.LogRecord("bmsgw.outputs.modbus.clients", logging.WARNING, __file__, 1,
                                {"event": "modbus write refused", "address": 100}, None, None)  # fmt: skip
     record.created += 61.0
     assert handler.filter(record)

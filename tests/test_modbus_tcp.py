@@ -210,6 +210,45 @@ async def test_pipelined_requests_are_all_answered_in_order() -> None:
     assert out.requests == out.sent == 7
 
 
+async def test_a_long_pipeline_in_one_segment_is_answered() -> None:
+    settings = settings_for(packs=1)
+    pipeline = run_pipeline(settings)
+    async with serving(settings, lambda: pipeline.state) as out:
+        assert out.bound_port is not None
+        reader, writer = await asyncio.open_connection("127.0.0.1", out.bound_port)
+        try:
+            writer.write(b"".join(_read(100 + k, sunspec.BASE, 2) for k in range(40)))  # 480 bytes
+            await writer.drain()
+            got = await _answers(reader, 40)
+        finally:
+            writer.close()
+    assert [tid for tid, _, _ in got] == [100 + k for k in range(40)]  # pymodbus dropped reads > 264 bytes
+    assert {body for _, _, body in got} == {bytes([4]) + b"SunS"}
+
+
+@pytest.mark.parametrize(
+    "header", [struct.pack(">HHHB", 1, 1, 6, 1), struct.pack(">HHHB", 1, 0, 3000, 1)], ids=["pid", "length"]
+)
+async def test_a_bad_mbap_header_closes_the_connection_and_others_go_on(header: bytes) -> None:
+    settings = settings_for(packs=1)
+    pipeline = run_pipeline(settings)
+    async with serving(settings, lambda: pipeline.state) as out:
+        assert out.bound_port is not None
+        bad_reader, bad = await asyncio.open_connection("127.0.0.1", out.bound_port)
+        good_reader, good = await asyncio.open_connection("127.0.0.1", out.bound_port)
+        try:
+            bad.write(header + struct.pack(">BHH", 3, 0, 1))
+            await bad.drain()
+            async with asyncio.timeout(5):
+                assert await bad_reader.read() == b""  # closed: the client reconnects clean
+            good.write(_read(5, sunspec.BASE, 2))
+            await good.drain()
+            assert await _answers(good_reader, 1) == [(5, 3, bytes([4]) + b"SunS")]
+        finally:
+            bad.close()
+            good.close()
+
+
 async def test_writes_off_are_refused_and_change_nothing() -> None:
     settings = settings_for(packs=1)
     pipeline = run_pipeline(settings)

@@ -49,8 +49,10 @@ __all__ = ["DEFAULT_BAUDRATE", "DEFAULT_TCP_PORT", "ModbusOutput", "decode_write
 DEFAULT_TCP_PORT: Final = 502
 DEFAULT_BAUDRATE: Final = 19200
 
+_MAX_BUFFER_BYTES: Final = 65536  # bytes a connection may hold unparsed (pymodbus: 264)
+
 _log = get_logger(__name__)
-_writes_log = get_logger(f"{__name__}.writes")  # refusals: rate-limited (bmsgw.log), a client can loop them
+_client_log = get_logger(f"{__name__}.clients")  # one record per request: rate-limited (bmsgw.log)
 
 _READS: Final = frozenset({3, 4})  # read holding / input registers (one shared address space)
 _WRITES: Final = frozenset({6, 16, 22, 23})  # write single / multiple, mask write, read-write multiple
@@ -164,12 +166,12 @@ class ModbusOutput:
         """Accept a write into the EMS command, or say which exception refuses it (nothing changes then)."""
         peer = _PEER.get()
         if not self.cfg.writes or self.ems is None or not self._allowed(peer):
-            _writes_log.warning("modbus write refused", peer=peer, address=address, writes=self.cfg.writes)
+            _client_log.warning("modbus write refused", peer=peer, address=address, writes=self.cfg.writes)
             return ModbusError.ILLEGAL_FUNCTION
         before = self.ems.command(t)
         cmd = decode_write(address, values, before)
         if isinstance(cmd, ModbusError):
-            _writes_log.warning(
+            _client_log.warning(
                 "modbus write rejected", peer=peer, address=address, values=values, error=cmd.name
             )
             return cmd
@@ -295,6 +297,9 @@ class _Handler(ServerRequestHandler):
 
     def __init__(self, *args: Any) -> None:
         super().__init__(*args)  # type: ignore[no-untyped-call]
+        # pymodbus discards a read outright once the buffer passes one frame's size (264): a client's
+        # pipelined requests, or a busy line delivered by an adapter in one piece, would all be lost
+        self.max_buffer_size = _MAX_BUFFER_BYTES
         self._requests: deque[tuple[ModbusPDU, Any]] = deque()
         self._turn = asyncio.Lock()  # FIFO: answers leave in the order the requests came
 
@@ -306,6 +311,12 @@ class _Handler(ServerRequestHandler):
             used += n
             if self.last_pdu is not None:  # pymodbus scheduled one handle_request for it
                 self._requests.append((self.last_pdu, self.last_addr))
+            if not n and not self.server.bmsgw_serial and _bad_mbap(data[used:]):
+                # pymodbus would wait forever on it; closing makes the client reconnect clean
+                _client_log.warning("modbus tcp framing error; closing the connection", peer=self._peer())
+                if self.transport is not None:
+                    self.transport.close()
+                return len(data)
             if not n or used >= len(data):
                 return used
 
@@ -328,6 +339,10 @@ class _Handler(ServerRequestHandler):
             self.last_pdu, self.last_addr = self._requests.popleft()
             await self._answer()
 
+    def _peer(self) -> str | None:
+        name = self.transport.get_extra_info("peername") if self.transport is not None else None
+        return str(name[0]) if name else None
+
     async def _answer(self) -> None:
         pdu = self.last_pdu
         owner = self.server
@@ -339,15 +354,19 @@ class _Handler(ServerRequestHandler):
                 reply.transaction_id, reply.dev_id = pdu.transaction_id, pdu.dev_id
                 self.server_send(reply, self.last_addr)
             return
-        peer = None
-        if not owner.bmsgw_serial and self.transport is not None:
-            name = self.transport.get_extra_info("peername")
-            peer = str(name[0]) if name else None
-        token = _PEER.set(peer)
+        token = _PEER.set(None if owner.bmsgw_serial else self._peer())
         try:
             await super().handle_request()  # type: ignore[no-untyped-call]
         finally:
             _PEER.reset(token)
+
+
+def _bad_mbap(data: bytes) -> bool:
+    """An MBAP header that no request can have: protocol id not 0, or a length outside 2..254."""
+    if len(data) < 6:
+        return False
+    length = data[4] << 8 | data[5]
+    return data[2:4] != b"\0\0" or not 2 <= length <= 254
 
 
 class _OwnHandler:
