@@ -1,13 +1,22 @@
-"""Shared fixtures: fail any test that leaves an asyncio task running; undo logging setup; one MQTT broker."""
+"""Shared fixtures: fail any test that leaves an asyncio task running; undo logging setup; one MQTT broker.
+Under CI (CI set), hypothesis draws the same examples every run."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections.abc import AsyncIterator, Iterator
 
+import hypothesis
 import pytest
 from mosquitto import Mosquitto
+
+# a red CI run must come from the change, not from a new random draw; locally every run explores afresh
+# (bench/fuzz.py is the long exploration)
+hypothesis.settings.register_profile("ci", derandomize=True, database=None)
+if os.environ.get("CI"):
+    hypothesis.settings.load_profile("ci")
 
 
 @pytest.fixture(autouse=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import importlib.util
 import math
 import sys
@@ -450,6 +451,8 @@ def _close(a: object, b: object) -> bool:
         return math.isclose(a, b, rel_tol=1e-12, abs_tol=1e-12)
     if isinstance(a, tuple) and isinstance(b, tuple):
         return len(a) == len(b) and all(_close(x, y) for x, y in zip(a, b, strict=True))
+    if dataclasses.is_dataclass(a) and not isinstance(a, type) and type(a) is type(b):  # e.g. Transfer
+        return all(_close(getattr(a, f.name), getattr(b, f.name)) for f in dataclasses.fields(a))
     return a == b and type(a) is type(b)
 
 
