@@ -52,7 +52,8 @@ def configure(fmt: Literal["auto", "json", "console"] = "auto", level: str = "in
 
 
 _LIBRARIES = ("can", "pymodbus")
-_PEER_DRIVEN = ("bmsgw.outputs.modbus.clients",)  # one record per request a client may send in a loop
+# one record per request a client may send in a loop; asyncio warns on every write to a peer that left
+_PEER_DRIVEN = ("bmsgw.outputs.modbus.clients", "asyncio")
 
 
 class RateLimit(logging.Filter):

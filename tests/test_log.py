@@ -68,3 +68,13 @@ def test_write_refusals_a_client_can_repeat_are_rate_limited(capsys: pytest.Capt
     assert handler.filter(record)
     assert isinstance(record.msg, dict)
     assert record.msg["suppressed"] == 80
+
+
+def test_asyncio_write_warnings_a_vanished_client_causes_are_rate_limited(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    configure("json", "info")
+    for _ in range(100):  # asyncio logs each write to a connection whose peer has gone
+        logging.getLogger("asyncio").warning("socket.send() raised exception.")
+    lines = [json.loads(x) for x in capsys.readouterr().err.splitlines()]
+    assert len(lines) == 20
