@@ -136,6 +136,14 @@ async def test_rtu_finds_our_request_among_other_traffic_in_one_read() -> None:
             assert await _line_reply(line, out, OURS[:5] + OURS, 1) == ANSWER  # a frame cut short, then ours
             # two of ours in one read (a master that retried too early): both answered, in order
             assert await _line_reply(line, out, OURS + OURS, 2) == ANSWER + ANSWER
+            # a long write (writes off: exception 1) arriving in three pieces
+            write = rtu(bytes([1, 16]) + struct.pack(">HHB", 40000, 100, 200) + bytes(range(200)))
+            refused = rtu(bytes([1, 0x90, 1]))
+            os.write(line.fd, write[:100])
+            await asyncio.sleep(0.05)
+            os.write(line.fd, write[100:180])
+            await asyncio.sleep(0.05)
+            assert await _line_reply(line, out, write[180:], 1) == refused
             # another unit's exception answer: pymodbus cannot decode it as a request; we stay silent
             os.write(line.fd, rtu(bytes([9, 0x83, 2])))
             await asyncio.sleep(0.2)

@@ -272,7 +272,8 @@ def _bound_port(server: ModbusTcpServer | ModbusSerialServer) -> int | None:
 
 class _RtuFramer(FramerRTU):
     """RTU framing for a server on a shared line: a frame (known function code, its length, a good CRC)
-    is found wherever it starts; bytes before it are dropped, bytes after it kept for the next frame."""
+    is found wherever it starts — behind a frame still arriving, only one that ends the read; bytes before
+    it are dropped, bytes after it kept for the next frame."""
 
     def decode(self, data: bytes) -> tuple[int, int, int, bytes]:
         """(bytes used, unit id, 0, PDU) for the first whole frame; (bytes to drop, 0, 0, b"") if none."""
@@ -286,7 +287,10 @@ class _RtuFramer(FramerRTU):
             if not size or size > len(at):
                 wait = start if wait is None else wait
                 continue
-            if self.check_CRC(at[: size - 2], at[size - 2] << 8 | at[size - 1]):
+            # a long request's payload is not searched for frames
+            if (wait is None or start + size == len(data)) and self.check_CRC(
+                at[: size - 2], at[size - 2] << 8 | at[size - 1]
+            ):
                 return start + size, at[0], 0, at[1 : size - 2]
         return (wait if wait is not None else max(0, len(data) - self.MIN_SIZE + 1)), 0, 0, self.EMPTY
 
