@@ -27,11 +27,13 @@ from collections.abc import Callable, Sequence
 from typing import Any, Final
 
 from pymodbus.constants import ExcCodes
+from pymodbus.exceptions import ModbusIOException
 from pymodbus.framer.rtu import FramerRTU
 from pymodbus.pdu import ExceptionResponse, ModbusPDU
 from pymodbus.server import ModbusSerialServer, ModbusTcpServer
 from pymodbus.server.requesthandler import ServerRequestHandler
 from pymodbus.simulator import DataType, SimData, SimDevice
+from pymodbus.transaction import TransactionManager
 
 from bmsgw import __version__
 from bmsgw.clock import Clock
@@ -304,17 +306,26 @@ class _Handler(ServerRequestHandler):
         # pymodbus discards a read outright once the buffer passes one frame's size (264): a client's
         # pipelined requests, or a busy line delivered by an adapter in one piece, would all be lost
         self.max_buffer_size = _MAX_BUFFER_BYTES
-        self._requests: deque[tuple[ModbusPDU, Any]] = deque()
+        self._requests: deque[tuple[ModbusPDU, Any, bool]] = deque()
         self._turn = asyncio.Lock()  # FIFO: answers leave in the order the requests came
 
     def callback_data(self, data: bytes, addr: tuple[str, int] | None = None) -> int:
         """Queue every complete request in `data`; the bytes used."""
         used = 0
         while True:
-            n = int(super().callback_data(data[used:], addr))
+            # over TCP one MBAP frame at a time, so a frame pymodbus cannot decode costs only itself
+            end = len(data) if self.server.bmsgw_serial else used + _mbap_size(data[used:])
+            try:
+                n = int(TransactionManager.callback_data(self, data[used:end], addr))
+            except ModbusIOException as exc:  # answered in its turn with ILLEGAL FUNCTION, as pymodbus does
+                tcp_fc = data[used + 7] if not self.server.bmsgw_serial and end - used > 7 else 0
+                fcode = exc.fcode if exc.fcode is not None else tcp_fc
+                reply = ExceptionResponse(fcode, ExcCodes.ILLEGAL_FUNCTION, exc.dev_id, exc.transaction_id)
+                self._queue(reply, addr, answer=False)
+                n = end - used
             used += n
-            if self.last_pdu is not None:  # pymodbus scheduled one handle_request for it
-                self._requests.append((self.last_pdu, self.last_addr))
+            if self.last_pdu is not None:
+                self._queue(self.last_pdu, self.last_addr, answer=True)
             if not n and not self.server.bmsgw_serial and _bad_mbap(data[used:]):
                 # pymodbus would wait forever on it; closing makes the client reconnect clean
                 _client_log.warning("modbus tcp framing error; closing the connection", peer=self._peer())
@@ -336,11 +347,20 @@ class _Handler(ServerRequestHandler):
         super().send(data, addr)
         self.recv_buffer = kept
 
+    def _queue(self, pdu: ModbusPDU, addr: Any, *, answer: bool) -> None:
+        """Handle `pdu` after those before it: a request to `answer`, else a reply to send as it is."""
+        self._requests.append((pdu, addr, answer))
+        self.loop.call_soon(self.handle_later)
+
     async def handle_request(self) -> None:
         async with self._turn:
             if not self._requests:
                 return
-            self.last_pdu, self.last_addr = self._requests.popleft()
+            pdu, addr, answer = self._requests.popleft()
+            if not answer:
+                self.server_send(pdu, addr)
+                return
+            self.last_pdu, self.last_addr = pdu, addr
             await self._answer()
 
     def _peer(self) -> str | None:
@@ -363,6 +383,11 @@ class _Handler(ServerRequestHandler):
             await super().handle_request()  # type: ignore[no-untyped-call]
         finally:
             _PEER.reset(token)
+
+
+def _mbap_size(data: bytes) -> int:
+    """Bytes of the MBAP frame `data` starts with (all of `data` while its header is incomplete)."""
+    return 6 + (data[4] << 8 | data[5]) if len(data) >= 6 else len(data)
 
 
 def _bad_mbap(data: bytes) -> bool:
