@@ -27,7 +27,7 @@ import random
 import struct
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -514,7 +514,7 @@ async def fuzz_servers(count: int, seed: int, only: set[str]) -> list[Result]:
         task = asyncio.create_task(out.run())
         try:
             port = await _port_of(out)
-            res = await _flood(name, port, count, rng, cfg.protocol)
+            res = await _flooded(name, lambda r, p=port, c=cfg: _flood(r, p, count, rng, c.protocol))
             res.answers = out.sent
             results.append(res)
         finally:
@@ -536,53 +536,38 @@ async def _port_of(out: Any) -> int:
     raise RuntimeError(f"{type(out).__name__} exposes no bound TCP port")
 
 
-async def _flood(name: str, port: int, count: int, rng: random.Random, protocol: str) -> Result:
-    res = Result(name)
-    if protocol == "modbus-tcp":
-        valid = struct.pack(">HHHBBHH", 1, 0, 6, 1, 3, 40000, 2)
-    else:
-        valid = rs485.encode_request(0x42, 2)
-    t0 = time.perf_counter()
-    # two clients: garbage on one, reconnected every 64 inputs (pymodbus stops reading a connection whose
-    # MBAP protocol id is not 0; a real client would time out and reconnect); well-formed envelopes with
-    # random bodies on the other, so they reach the request handler
+async def _flood(res: Result, port: int, count: int, rng: random.Random, protocol: str) -> bool:
+    """`count` inputs at the TCP server on `port`; whether a fresh connection is answered afterwards."""
+    valid = _valid_request(protocol)
+    # two clients: garbage on one, reconnected every 64 inputs (the server closes it on a bad MBAP header;
+    # a real client would reconnect); well-formed envelopes with random bodies on the other, so they reach
+    # the request handler
     conns = [await asyncio.open_connection("127.0.0.1", port) for _ in range(2)]
-    try:
-        for k in range(count):
-            data = _garbage(k, valid, rng, protocol)
-            res.inputs += 1
-            c = 1 if k % 4 == 3 else 0
-            if c == 0 and k % 64 == 0:
-                conns[0][1].close()
-                conns[0] = await asyncio.open_connection("127.0.0.1", port)
-            reader, writer = conns[c]
-            try:
-                writer.write(data)
-                # a well-formed request waits for its answer: pymodbus handles one request per read, so
-                # pipelined ones would queue unanswered; the garbage client is drained now and then
-                if c == 1 or k % 16 == 0:
-                    await writer.drain()
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(reader.read(65536), 0.01 if c else 0.002)
-                    if reader.at_eof():
-                        raise ConnectionResetError("server closed the connection")
-            except (ConnectionError, OSError):
-                res.rejected += 1  # the server dropped the connection (allowed): reconnect
-                writer.close()
-                conns[c] = await asyncio.open_connection("127.0.0.1", port)
-        for _, writer in conns:
+    for k in range(count):
+        data = _garbage(k, valid, rng, protocol)
+        res.inputs += 1
+        c = 1 if k % 4 == 3 else 0
+        if c == 0 and k % 64 == 0:
+            conns[0][1].close()
+            conns[0] = await asyncio.open_connection("127.0.0.1", port)
+        reader, writer = conns[c]
+        try:
+            writer.write(data)
+            # a well-formed request waits for its answer (one at a time, as most clients do); the
+            # garbage client is drained now and then
+            if c == 1 or k % 16 == 0:
+                await writer.drain()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(reader.read(65536), 0.01 if c else 0.002)
+                if reader.at_eof():
+                    raise ConnectionResetError("server closed the connection")
+        except (ConnectionError, OSError):
+            res.rejected += 1  # the server dropped the connection (allowed): reconnect
             writer.close()
-        # after the flood: a fresh connection must get a valid answer
-        ok = await _answers(port, valid, protocol)
-        res.accepted = int(ok)
-        if not ok:
-            res.hangs += 1
-            res.examples.append("no valid answer after the flood")
-    except Exception as exc:
-        res.crashes += 1
-        res.examples.append(f"{type(exc).__name__}: {exc}")
-    res.seconds = time.perf_counter() - t0
-    return res
+            conns[c] = await asyncio.open_connection("127.0.0.1", port)
+    for _, writer in conns:
+        writer.close()
+    return await _answers(port, valid, protocol)  # a fresh connection
 
 
 def _garbage(k: int, valid: bytes, rng: random.Random, protocol: str) -> bytes:
@@ -655,7 +640,7 @@ async def fuzz_serial_servers(count: int, seed: int, only: set[str]) -> list[Res
             out = OUTPUTS[protocol](settings, settings.outputs[0], SteppedClock(), lambda p=pipe: p.state)
             task = asyncio.create_task(out.run())
             try:
-                res = await _flood_line(name, line, count, rng, protocol)
+                res = await _flooded(name, lambda r, ln=line, pr=protocol: _flood_line(r, ln, count, rng, pr))
                 res.answers, res.rejected = out.sent, getattr(out, "errors", 0)
                 results.append(res)
             finally:
@@ -665,27 +650,29 @@ async def fuzz_serial_servers(count: int, seed: int, only: set[str]) -> list[Res
     return results
 
 
-async def _flood_line(name: str, line: Any, count: int, rng: random.Random, protocol: str) -> Result:
+async def _flood_line(res: Result, line: Any, count: int, rng: random.Random, protocol: str) -> bool:
+    """`count` inputs on the serial line of the server at the far end of `line`; whether it answers after."""
+    valid = _valid_request(protocol)
+    if not await _line_answers(line, valid, protocol):
+        raise RuntimeError("no valid answer before the flood")
+    for k in range(count):
+        res.inputs += 1
+        data = _garbage(k, valid, rng, protocol)
+        await _write_line(line, data)  # frames among garbage: the RTU server finds them by CRC
+        if k % 16 == 0:
+            line.read_available()  # answers to garbage: discarded, so the server never blocks
+            await asyncio.sleep(0)
+    return await _line_answers(line, valid, protocol)
+
+
+async def _flooded(name: str, flood: Callable[[Result], Awaitable[bool]]) -> Result:
+    """Run `flood` (it counts its inputs into the result and says whether the server still answers a valid
+    request afterwards); timed, any exception a crash, no answer a hang."""
     res = Result(name)
-    if protocol == "modbus-rtu":
-        request = bytes([1, 3]) + struct.pack(">HH", 40000, 2)
-        valid = request + struct.pack("<H", daly_modbus.crc16(request))
-    else:
-        valid = rs485.encode_request(0x42, 2)
     t0 = time.perf_counter()
     try:
-        if not await _line_answers(line, valid, protocol):
-            raise RuntimeError("no valid answer before the flood")
-        for k in range(count):
-            res.inputs += 1
-            data = _garbage(k, valid, rng, protocol)
-            await _write_line(line, data)  # frames among garbage: the RTU server finds them by CRC
-            if k % 16 == 0:
-                line.read_available()  # answers to garbage: discarded, so the server never blocks
-                await asyncio.sleep(0)
-        ok = await _line_answers(line, valid, protocol)
-        res.accepted = int(ok)
-        if not ok:
+        res.accepted = int(await flood(res))
+        if not res.accepted:
             res.hangs += 1
             res.examples.append("no valid answer after the flood")
     except Exception as exc:
@@ -693,6 +680,16 @@ async def _flood_line(name: str, line: Any, count: int, rng: random.Random, prot
         res.examples.append(f"{type(exc).__name__}: {exc}")
     res.seconds = time.perf_counter() - t0
     return res
+
+
+def _valid_request(protocol: str) -> bytes:
+    """A read each server answers: the SunSpec marker over Modbus, 0x42 of module 2 over Pylontech RS485."""
+    if protocol == "modbus-tcp":
+        return struct.pack(">HHHBBHH", 1, 0, 6, 1, 3, 40000, 2)
+    if protocol == "modbus-rtu":
+        request = bytes([1, 3]) + struct.pack(">HH", 40000, 2)
+        return request + struct.pack("<H", daly_modbus.crc16(request))
+    return rs485.encode_request(0x42, 2)
 
 
 async def _write_line(line: Any, data: bytes) -> None:
