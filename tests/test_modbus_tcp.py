@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import shutil
 import socket
 import struct
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -179,29 +181,40 @@ async def _answers(reader: asyncio.StreamReader, n: int) -> list[tuple[int, int,
     return out
 
 
-async def test_pipelined_requests_are_all_answered_in_order() -> None:
+_Conn = tuple[asyncio.StreamReader, asyncio.StreamWriter]
+
+
+@contextlib.asynccontextmanager
+async def _raw_connections(n: int) -> AsyncIterator[list[_Conn]]:
+    """`n` raw TCP connections to a Modbus TCP output of one pack; closed on exit."""
     settings = settings_for(packs=1)
     pipeline = run_pipeline(settings)
     async with serving(settings, lambda: pipeline.state) as out:
         assert out.bound_port is not None
-        reader, writer = await asyncio.open_connection("127.0.0.1", out.bound_port)
+        conns = [await asyncio.open_connection("127.0.0.1", out.bound_port) for _ in range(n)]
         try:
-            # one write, six requests: SunSpec, the map, an exception, another unit, a function code pymodbus
-            # does not know, SunSpec again
-            unknown = struct.pack(">HHHBB", 18, 0, 2, 1, 0x41)
-            writer.write(_read(11, sunspec.BASE, 2) + _read(12, 0, 1) + _read(13, 50, 1) + _read(14, 0, 1, 7)
-                         + unknown + _read(15, sunspec.BASE + 2, 1))  # fmt: skip
-            await writer.drain()
-            got = await _answers(reader, 6)
-            # the next request arrives in two pieces, the first with a request whose answer goes out between
-            writer.write(_read(16, 0, 1) + _read(17, sunspec.BASE, 2)[:5])
-            await writer.drain()
-            assert (await _answers(reader, 1))[0][0] == 16
-            writer.write(_read(17, sunspec.BASE, 2)[5:])
-            await writer.drain()
-            late = await _answers(reader, 1)
+            yield conns
         finally:
-            writer.close()
+            for _, writer in conns:
+                writer.close()
+
+
+async def test_pipelined_requests_are_all_answered_in_order() -> None:
+    async with _raw_connections(1) as [(reader, writer)]:
+        # one write, six requests: SunSpec, the map, an exception, another unit, a function code pymodbus
+        # does not know, SunSpec again
+        unknown = struct.pack(">HHHBB", 18, 0, 2, 1, 0x41)
+        writer.write(_read(11, sunspec.BASE, 2) + _read(12, 0, 1) + _read(13, 50, 1) + _read(14, 0, 1, 7)
+                     + unknown + _read(15, sunspec.BASE + 2, 1))  # fmt: skip
+        await writer.drain()
+        got = await _answers(reader, 6)
+        # the next request arrives in two pieces, the first with a request whose answer goes out between
+        writer.write(_read(16, 0, 1) + _read(17, sunspec.BASE, 2)[:5])
+        await writer.drain()
+        assert (await _answers(reader, 1))[0][0] == 16
+        writer.write(_read(17, sunspec.BASE, 2)[5:])
+        await writer.drain()
+        late = await _answers(reader, 1)
     assert [tid for tid, _, _ in got] == [11, 12, 13, 14, 18, 15]
     assert got[0][1:] == (3, bytes([4]) + b"SunS")
     assert got[1][1:] == (3, struct.pack(">BH", 2, modbus_map.MAP_VERSION))
@@ -213,17 +226,10 @@ async def test_pipelined_requests_are_all_answered_in_order() -> None:
 
 
 async def test_a_long_pipeline_in_one_segment_is_answered() -> None:
-    settings = settings_for(packs=1)
-    pipeline = run_pipeline(settings)
-    async with serving(settings, lambda: pipeline.state) as out:
-        assert out.bound_port is not None
-        reader, writer = await asyncio.open_connection("127.0.0.1", out.bound_port)
-        try:
-            writer.write(b"".join(_read(100 + k, sunspec.BASE, 2) for k in range(40)))  # 480 bytes
-            await writer.drain()
-            got = await _answers(reader, 40)
-        finally:
-            writer.close()
+    async with _raw_connections(1) as [(reader, writer)]:
+        writer.write(b"".join(_read(100 + k, sunspec.BASE, 2) for k in range(40)))  # 480 bytes
+        await writer.drain()
+        got = await _answers(reader, 40)
     assert [tid for tid, _, _ in got] == [100 + k for k in range(40)]  # pymodbus dropped reads > 264 bytes
     assert {body for _, _, body in got} == {bytes([4]) + b"SunS"}
 
@@ -232,23 +238,14 @@ async def test_a_long_pipeline_in_one_segment_is_answered() -> None:
     "header", [struct.pack(">HHHB", 1, 1, 6, 1), struct.pack(">HHHB", 1, 0, 3000, 1)], ids=["pid", "length"]
 )
 async def test_a_bad_mbap_header_closes_the_connection_and_others_go_on(header: bytes) -> None:
-    settings = settings_for(packs=1)
-    pipeline = run_pipeline(settings)
-    async with serving(settings, lambda: pipeline.state) as out:
-        assert out.bound_port is not None
-        bad_reader, bad = await asyncio.open_connection("127.0.0.1", out.bound_port)
-        good_reader, good = await asyncio.open_connection("127.0.0.1", out.bound_port)
-        try:
-            bad.write(header + struct.pack(">BHH", 3, 0, 1))
-            await bad.drain()
-            async with asyncio.timeout(5):
-                assert await bad_reader.read() == b""  # closed: the client reconnects clean
-            good.write(_read(5, sunspec.BASE, 2))
-            await good.drain()
-            assert await _answers(good_reader, 1) == [(5, 3, bytes([4]) + b"SunS")]
-        finally:
-            bad.close()
-            good.close()
+    async with _raw_connections(2) as [(bad_reader, bad), (good_reader, good)]:
+        bad.write(header + struct.pack(">BHH", 3, 0, 1))
+        await bad.drain()
+        async with asyncio.timeout(5):
+            assert await bad_reader.read() == b""  # closed: the client reconnects clean
+        good.write(_read(5, sunspec.BASE, 2))
+        await good.drain()
+        assert await _answers(good_reader, 1) == [(5, 3, bytes([4]) + b"SunS")]
 
 
 async def test_writes_off_are_refused_and_change_nothing() -> None:
