@@ -142,7 +142,8 @@ class Daemon:
         )
 
     def save(self) -> bool:
-        """Save the estimator and energy state now (blocking); False (logged) when it could not be."""
+        """Save the estimator and energy state now (blocking); False when the estimator state was not
+        written (an error is logged)."""
         self._seq += 1
         return self._write(self.capture(), self._capture_energy(), self._seq)
 
@@ -287,7 +288,8 @@ class Daemon:
                 raise
 
     def _write(self, state: EstimatorState, energy: EnergySaved, seq: int) -> bool:
-        """Write both states unless a newer `seq` was written (thread-safe); False (logged) on an error."""
+        """Write both states unless a newer `seq` was written (thread-safe); False when the estimator state
+        was not written. Errors are logged, never raised."""
         try:
             if not self.store.save(state, seq):
                 return False

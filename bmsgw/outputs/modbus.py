@@ -315,7 +315,7 @@ class _Handler(ServerRequestHandler):
         while True:
             # over TCP one MBAP frame at a time, so a frame pymodbus cannot decode costs only itself
             end = len(data) if self.server.bmsgw_serial else used + _mbap_size(data[used:])
-            try:
+            try:  # the parse alone: pymodbus's handler would answer an undecodable frame ahead of the queue
                 n = int(TransactionManager.callback_data(self, data[used:end], addr))
             except ModbusIOException as exc:  # answered in its turn with ILLEGAL FUNCTION, as pymodbus does
                 tcp_fc = data[used + 7] if not self.server.bmsgw_serial and end - used > 7 else 0
