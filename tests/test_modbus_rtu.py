@@ -9,15 +9,18 @@ import struct
 
 import pytest
 import sunspec2.modbus.client as sunspec_client
+from hypothesis import given
+from hypothesis import strategies as st
 from modbus_support import bridged_ptys, run_pipeline, serving, settings_for, until
 from ptys import PtyPair, pty_pair
 from pymodbus.client import AsyncModbusSerialClient
 from pymodbus.exceptions import ModbusIOException
+from pymodbus.pdu import DecodePDU
 
 from bmsgw.bms.daly_modbus import crc16
 from bmsgw.inverter import modbus_map
 from bmsgw.model import Reason
-from bmsgw.outputs.modbus import ModbusOutput
+from bmsgw.outputs.modbus import ModbusOutput, _RtuFramer
 
 BAUD = 19200
 
@@ -149,3 +152,28 @@ async def test_rtu_finds_our_request_among_other_traffic_in_one_read() -> None:
             await asyncio.sleep(0.2)
             assert line.read_available() == b""
             assert await _line_reply(line, out, OURS, 1) == ANSWER
+
+
+@given(st.binary(max_size=600))
+def test_rtu_framer_on_random_bytes_uses_at_most_what_it_got_and_checks_crcs(data: bytes) -> None:
+    used, unit, _, pdu = _RtuFramer(DecodePDU(True)).decode(data)
+    assert 0 <= used <= len(data)
+    if pdu:
+        frame = data[used - len(pdu) - 3 : used]
+        assert frame[0] == unit
+        assert rtu(frame[:-2]) == frame
+
+
+@given(st.binary(max_size=300))
+def test_rtu_framer_finds_a_request_that_ends_the_read_after_any_bytes(prefix: bytes) -> None:
+    framer = _RtuFramer(DecodePDU(True))
+    data, found = prefix + OURS, []
+    while data:
+        used, unit, _, pdu = framer.decode(data)
+        if not used:
+            break
+        if pdu:
+            found.append((unit, pdu))
+        data = data[used:]
+    assert found[-1] == (1, OURS[1:-2])
+    assert data == b""
